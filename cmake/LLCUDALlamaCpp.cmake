@@ -1,0 +1,57 @@
+# llama.cpp and ggml, configured identically for every target but for the target's own row.
+
+macro(llcuda_force name value)
+  set(${name} ${value} CACHE STRING "set by llcuda (cmake/LLCUDALlamaCpp.cmake)" FORCE)
+endmacro()
+
+# Shared libraries with run-time backend loading: one wheel runs on any x86-64 CPU and still picks
+# AVX2/AVX-512 kernels where the CPU has them; a CUDA backend that cannot load (no driver) is skipped.
+llcuda_force(BUILD_SHARED_LIBS ON)
+llcuda_force(GGML_NATIVE OFF)
+llcuda_force(GGML_BACKEND_DL ON)
+llcuda_force(GGML_CPU_ALL_VARIANTS ON)
+# No libgomp: auditwheel would graft it and, patching the file, drop our RPATHs into site-packages/nvidia.
+llcuda_force(GGML_OPENMP OFF)
+if(LLCUDA_CUDA_ARCHITECTURES)
+  llcuda_force(GGML_CUDA ON)
+else()
+  llcuda_force(GGML_CUDA OFF)
+endif()
+
+# As a subdirectory llama.cpp leaves server, tools and common off; nothing may touch the network.
+llcuda_force(LLAMA_BUILD_COMMON ON)
+llcuda_force(LLAMA_BUILD_TOOLS ON)
+llcuda_force(LLAMA_BUILD_SERVER ON)
+llcuda_force(LLAMA_BUILD_TESTS OFF)
+llcuda_force(LLAMA_BUILD_EXAMPLES OFF)
+llcuda_force(LLAMA_BUILD_APP OFF)
+llcuda_force(LLAMA_BUILD_UI OFF)
+llcuda_force(LLAMA_USE_PREBUILT_UI OFF)
+llcuda_force(LLAMA_OPENSSL OFF)
+llcuda_force(LLAMA_CURL OFF)
+llcuda_force(LLAMA_BUILD_IS_DEV OFF)
+
+# The source may be an sdist without .git: record the pinned release ourselves.
+string(REGEX REPLACE "^b" "" LLAMA_BUILD_NUMBER "${LLCUDA_LLAMA_CPP_TAG}")
+string(SUBSTRING "${LLCUDA_LLAMA_CPP_COMMIT}" 0 7 LLAMA_BUILD_COMMIT)
+
+# The target's own row (GGML_CUDA_FORCE_CUBLAS, GGML_CUDA_FA, ...).
+foreach(_opt IN LISTS LLCUDA_TARGET_CMAKE_OPTIONS)
+  string(REGEX MATCH "^([^=]+)=(.*)$" _ "${_opt}")
+  llcuda_force(${CMAKE_MATCH_1} "${CMAKE_MATCH_2}")
+endforeach()
+
+add_subdirectory("${LLCUDA_LLAMA_CPP_DIR}" llama.cpp EXCLUDE_FROM_ALL)
+
+# Build only what the wheel ships.
+set(LLCUDA_TOOLS llama-server llama-cli llama-quantize llama-bench)
+set(LLCUDA_BACKENDS ${GGML_AVAILABLE_BACKENDS})
+add_custom_target(llcuda_payload ALL)
+add_dependencies(llcuda_payload ${LLCUDA_TOOLS} ${LLCUDA_BACKENDS})
+
+if(TARGET ggml-cuda)
+  # cudart and cuBLAS come from NVIDIA's wheels: site-packages/nvidia/*/lib, two levels above bin/.
+  foreach(_dir IN LISTS LLCUDA_CUDA_RPATH_DIRS)
+    set_property(TARGET ggml-cuda APPEND PROPERTY INSTALL_RPATH "$ORIGIN/../../${_dir}")
+  endforeach()
+endif()

