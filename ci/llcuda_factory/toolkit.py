@@ -97,6 +97,10 @@ def probe(nvcc: Path) -> Toolkit | None:
     return Toolkit(nvcc, bin_dir, root, version, archs, _cublas_version(root), cuobjdump)
 
 
+# Where toolkits live besides PATH: NVIDIA's installers, Debian/Ubuntu's package, Arch's package.
+SEARCH = ["/usr/local/cuda*/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc"]
+
+
 def candidates() -> list[Path]:
     """Every nvcc worth probing, explicit choice first; duplicates (same real file) removed."""
     for var in ENV_HOME:
@@ -107,8 +111,8 @@ def candidates() -> list[Path]:
     on_path = shutil.which("nvcc")
     if on_path:
         found.append(Path(on_path))
-    found += [Path(p) for p in sorted(glob.glob("/usr/local/cuda*/bin/nvcc"), reverse=True)]
-    found += [Path("/usr/bin/nvcc"), Path("/opt/cuda/bin/nvcc")]
+    for pattern in SEARCH:
+        found += [Path(p) for p in sorted(glob.glob(pattern), reverse=True)]
     seen: set[Path] = set()
     unique: list[Path] = []
     for path in found:
@@ -129,8 +133,7 @@ def _why_not(tk: Toolkit, target: Target) -> str | None:
         last = _LAST_MAJOR_FOR_ARCH.get(arch)
         if last is not None and tk.major > last:
             return (
-                f"CUDA {tk.major} dropped compute capability {cc}; install a CUDA 11.8–{last}.9 toolkit: "
-                f"{INSTALL_HINT}"
+                f"CUDA {tk.major} dropped compute capability {cc}; install a CUDA 11.8–{last}.9 toolkit: {INSTALL_HINT}"
             )
         return f"CUDA {tk.version_str} cannot target compute capability {cc} (nvcc --list-gpu-arch)"
     if tk.cublas_version is None:
@@ -144,7 +147,7 @@ def select(target: Target) -> Toolkit:
     if not paths:
         raise FactoryError(
             f"target {target.name} needs a CUDA toolkit and no nvcc was found "
-            f"(looked at $LLCUDA_CUDA_HOME, PATH, /usr/local/cuda*, /usr/bin). "
+            f"(looked at $LLCUDA_CUDA_HOME, PATH, {', '.join(SEARCH)}). "
             f"Install a CUDA 11.8–12.9 toolkit: {INSTALL_HINT}"
         )
     reasons: list[str] = []

@@ -1,0 +1,84 @@
+"""Shared fixtures: the targets table, tiny GGUF models, and fresh venvs with a backend wheel installed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ci"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from llcuda_factory.targets import Target, all_targets  # noqa: E402
+from tinymodel import write_tiny_llama  # noqa: E402
+
+WHEELHOUSE = Path(os.environ.get("LLCUDA_WHEELHOUSE", ROOT / "wheelhouse"))
+TARGETS = all_targets()
+
+
+def required_wheels() -> set[str]:
+    """Targets whose wheels must be present: ``LLCUDA_REQUIRE_WHEELS=all`` (CI) or a comma list."""
+    raw = os.environ.get("LLCUDA_REQUIRE_WHEELS", "")
+    return set(TARGETS) if raw.strip() == "all" else {t for t in raw.split(",") if t}
+
+
+def backend_wheel(target: Target) -> Path:
+    """The audited wheel of ``target`` in the wheelhouse; skip (or fail, when required) if absent."""
+    found = sorted(WHEELHOUSE.glob(f"{target.package}-*.whl"))
+    if not found:
+        msg = f"no {target.distribution} wheel in {WHEELHOUSE}; build it with `nox -s wheels -- {target.name}`"
+        if target.name in required_wheels():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama.gguf")
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A fresh venv holding ``llcuda[<target>]`` installed with ``pip --no-index`` from the wheelhouse."""
+
+    target: Target
+    python: Path
+    site_packages: Path
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.site_packages / self.target.package / "bin"
+
+    def run_python(self, code: str) -> str:
+        out = subprocess.run([str(self.python), "-c", code], check=True, capture_output=True, text=True)
+        return out.stdout
+
+
+def install_backend(target: Target, where: Path) -> Installed:
+    backend_wheel(target)
+    if not sorted(WHEELHOUSE.glob("llcuda-*.whl")):
+        pytest.fail(f"no llcuda runtime wheel in {WHEELHOUSE}; `nox -s wheels` builds it")
+    venv.create(where, with_pip=True)
+    python = where / "bin" / "python"
+    cmd = [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(WHEELHOUSE)]
+    cmd += ["--find-links", str(WHEELHOUSE / "deps"), f"llcuda[{target.name}]"]
+    subprocess.run(cmd, check=True)
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    return Installed(target, python, Path(site))
+
+
+@pytest.fixture(scope="module", params=sorted(TARGETS))
+def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    target = TARGETS[request.param]
+    yield install_backend(target, tmp_path_factory.mktemp(f"venv-{target.name}"))

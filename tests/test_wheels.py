@@ -1,0 +1,125 @@
+"""End-to-end tests of the built backend wheels: each is installed with ``pip --no-index`` into a fresh venv
+(as ``llcuda[<target>]``) and its own llama-server serves a tiny GGUF written by the tests."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import Installed
+from llcuda_factory.audit import is_elf, runpath
+from llcuda_factory.targets import llama_cpp_pin
+from serverproc import running_server
+
+pytestmark = pytest.mark.wheels
+
+
+def test_backend_is_registered_with_its_build_info(installed: Installed) -> None:
+    code = (
+        "import json, llcuda; print(json.dumps([{'target': b.target, 'server': str(b.llama_server), "
+        "'info': b.build_info} for b in llcuda.backends()]))"
+    )
+    (found,) = json.loads(installed.run_python(code))
+    target = installed.target
+    info = found["info"]
+    assert found["target"] == target.name
+    assert Path(found["server"]) == installed.bin_dir / "llama-server"
+    assert info["llama_cpp"]["commit"] == llama_cpp_pin().commit
+    assert info["cuda"]["architectures"] == list(target.cuda_architectures)
+    assert info["options"]["GGML_NATIVE"] == "OFF"
+    assert info["options"]["GGML_BACKEND_DL"] == "ON"
+    assert info["options"]["GGML_CUDA"] == ("ON" if target.is_cuda else "OFF")
+    for key, value in target.cmake.items():
+        assert info["options"][key] == value
+    if target.is_cuda:
+        assert re.match(r"^\d+\.\d+", info["cuda"]["toolkit_version"])
+        assert "host" in info["compilers"]["cuda"]
+    assert (installed.site_packages / target.package / "LICENSE.llama.cpp").read_text().startswith("MIT License")
+
+
+def test_ships_the_four_tools_and_each_library_once(installed: Installed) -> None:
+    names = sorted(p.name for p in installed.bin_dir.iterdir())
+    for tool in ("llama-server", "llama-cli", "llama-quantize", "llama-bench"):
+        assert tool in names
+    libs = [n for n in names if ".so" in n]
+    assert all(n.endswith(".so") for n in libs), f"versioned copies of a library: {libs}"
+    assert len([n for n in libs if n.startswith("libggml-cpu-")]) >= 10  # CPU code picked at run time
+    assert ("libggml-cuda.so" in libs) == installed.target.is_cuda
+    assert not [n for n in libs if n.startswith("libcuda.so")]
+
+
+def test_every_elf_finds_its_libraries_through_relative_runpaths(installed: Installed) -> None:
+    pkg = installed.site_packages / installed.target.package
+    elfs = [p for p in pkg.rglob("*") if p.is_file() and is_elf(p)]
+    assert len(elfs) > 10
+    for elf in elfs:
+        entries = runpath(elf)
+        assert entries, f"{elf.name} has no RUNPATH"
+        assert all(e.startswith("$ORIGIN") for e in entries), (elf.name, entries)
+        ldd = subprocess.run(["ldd", str(elf)], capture_output=True, text=True).stdout
+        assert "not found" not in ldd, f"{elf.name}:\n{ldd}"
+
+
+def test_cuda_runtime_comes_from_the_venvs_nvidia_wheels(installed: Installed) -> None:
+    if not installed.target.is_cuda:
+        pytest.skip("CPU target: no CUDA libraries")
+    ldd = subprocess.run(["ldd", str(installed.bin_dir / "libggml-cuda.so")], capture_output=True, text=True)
+    resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd.stdout, re.MULTILINE))
+    for soname in ("libcudart.so", "libcublas.so", "libcublasLt.so"):
+        (path,) = [v for k, v in resolved.items() if k.startswith(soname + ".")]
+        assert path.startswith(str(installed.site_packages / "nvidia")), (soname, path)
+
+
+def test_llama_server_serves_the_tiny_model(installed: Installed, tiny_gguf: Path, tmp_path: Path) -> None:
+    exe = installed.bin_dir / "llama-server"
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0
+    assert llama_cpp_pin().commit[:7] in version.stdout + version.stderr
+    with running_server(exe, tiny_gguf, tmp_path / "server.log") as server:
+        out = server.post("/completion", {"prompt": "Hello", "n_predict": 8, "temperature": 0, "seed": 1})
+        assert out["tokens_predicted"] == 8
+        assert isinstance(out["content"], str)
+        chat = server.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        assert chat["choices"][0]["message"]["role"] == "assistant"
+        assert chat["usage"]["completion_tokens"] == 4
+        log = server.log_text()
+    # The CPU code is chosen at run time, and a CUDA wheel without a GPU says it runs on the CPU.
+    assert re.search(r"load_backend: loaded CPU backend from .*libggml-cpu-\w+\.so", log), log[-2000:]
+    if installed.target.is_cuda and not Path("/dev/nvidia0").exists():
+        assert "CUDA0" not in log  # nothing was offloaded
+        if "libcuda.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout:
+            # A driver library without a GPU: the CUDA backend loads, fails to initialise and says so.
+            assert re.search(r"no CUDA-capable device|failed to initialize CUDA", log), log[-2000:]
+
+
+def test_cuda_wheel_lists_no_device_without_a_gpu(installed: Installed) -> None:
+    if not installed.target.is_cuda:
+        pytest.skip("CPU target")
+    out = subprocess.run(
+        [str(installed.bin_dir / "llama-server"), "--list-devices"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("a GPU is present")
+    assert "CUDA0" not in out.stdout
+
+
+def test_runtime_extras_pin_the_backends_exactly() -> None:
+    from conftest import WHEELHOUSE
+
+    wheels = sorted(WHEELHOUSE.glob("llcuda-*.whl"))
+    if not wheels:
+        pytest.skip("no llcuda runtime wheel built")
+    with zipfile.ZipFile(wheels[-1]) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith("METADATA"))).decode()
+    version = re.search(r"^Version: (.+)$", meta, re.MULTILINE)
+    assert version
+    from conftest import TARGETS
+
+    for name in TARGETS:
+        assert f"Requires-Dist: llcuda-{name}=={version.group(1)}; extra == '{name}'" in meta
