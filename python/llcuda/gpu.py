@@ -1,0 +1,168 @@
+"""GPU detection (NVML through nvidia-ml-py, ``nvidia-smi`` as fallback) and backend compatibility."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .backends import Backend, backends
+
+Fit = Literal["native", "ptx", "cpu", "unsupported"]
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    name: str
+    compute_capability: tuple[int, int]
+    memory_total_mb: int
+    memory_free_mb: int
+    driver_version: str
+
+    @property
+    def cc(self) -> int:
+        """Compute capability as an integer: (7, 5) -> 75."""
+        return self.compute_capability[0] * 10 + self.compute_capability[1]
+
+
+def _from_nvml() -> list[GPU] | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        driver = driver.decode() if isinstance(driver, bytes) else str(driver)
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(h)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+            gpus.append(
+                GPU(
+                    index=i,
+                    name=name.decode() if isinstance(name, bytes) else str(name),
+                    compute_capability=(int(major), int(minor)),
+                    memory_total_mb=int(mem.total) // (1 << 20),
+                    memory_free_mb=int(mem.free) // (1 << 20),
+                    driver_version=driver,
+                )
+            )
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _from_nvidia_smi() -> list[GPU]:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    query = "index,name,compute_cap,memory.total,memory.free,driver_version"
+    try:
+        out = subprocess.run(
+            [exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = []
+    for line in out.stdout.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 6 or "." not in fields[2]:
+            continue
+        major, minor = fields[2].split(".", 1)
+        gpus.append(GPU(int(fields[0]), fields[1], (int(major), int(minor)), int(fields[3]), int(fields[4]), fields[5]))
+    return gpus
+
+
+def detect_gpus() -> list[GPU]:
+    """The NVIDIA GPUs of this machine; empty when there is none or no working driver."""
+    nvml = _from_nvml()
+    return nvml if nvml is not None else _from_nvidia_smi()
+
+
+def backend_fit(backend: Backend, gpu: GPU | None) -> Fit:
+    """How ``backend`` would run on ``gpu``: native SASS, PTX JIT, on the CPU only, or not at all.
+
+    A cubin for sm_XY runs on devices of the same major version and minor >= Y; PTX for compute_XY is
+    JIT-compiled by the driver for any device of capability >= XY.
+    """
+    archs = [int(a.split("-")[0]) for a in backend.cuda_architectures]
+    if not archs:
+        return "cpu"
+    if gpu is None:
+        return "cpu"  # a CUDA build with no GPU serves on the CPU
+    if any(a // 10 == gpu.cc // 10 and a % 10 <= gpu.cc % 10 for a in archs):
+        return "native"
+    if any(a <= gpu.cc for a in archs):
+        return "ptx"
+    return "unsupported"
+
+
+def target_for(gpu: GPU | None) -> str:
+    """The backend target that suits ``gpu`` best among llcuda's targets."""
+    if gpu is None or gpu.cc < 50:
+        return "cpu"
+    return "cc50" if gpu.cc < 75 else "cc75"
+
+
+def platform() -> Literal["colab", "kaggle", "local"]:
+    if "COLAB_GPU" in os.environ or "COLAB_RELEASE_TAG" in os.environ:
+        return "colab"
+    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ or Path("/kaggle").is_dir():
+        return "kaggle"
+    return "local"
+
+
+def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backend] | None = None) -> dict[str, Any]:
+    """What this machine has and which installed backend runs how; keeps the old llcuda keys.
+
+    Keys: ``platform``, ``gpu_name``, ``compute_capability`` (e.g. ``"5.0"``), ``compatible``, ``reason``
+    (as before), plus ``gpus``, ``backends`` (target -> native/ptx/cpu/unsupported), ``recommended_target``
+    and ``recommendation``.
+    """
+    gpus = detect_gpus() if gpus is None else gpus
+    installed = backends() if installed is None else installed
+    gpu = gpus[0] if gpus else None
+    fits = {b.target: backend_fit(b, gpu) for b in installed}
+    want = target_for(gpu)
+    install = f'pip install "llcuda[{want}]"'
+    if gpu is None:
+        compatible = bool(installed)
+        reason = "No NVIDIA GPU or driver found; llama-server runs on the CPU."
+        recommendation = (
+            f"Running on the CPU. {'' if 'cpu' in fits else install + ' gives the smallest CPU build.'}".strip()
+        )
+    else:
+        cc = f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
+        good = [t for t, f in fits.items() if f in ("native", "ptx")]
+        compatible = bool(good)
+        if any(f == "native" for f in fits.values()):
+            reason = f"{gpu.name} (CC {cc}) runs an installed backend natively."
+            recommendation = "Ready: the installed backend has machine code for this GPU."
+        elif good:
+            reason = f"{gpu.name} (CC {cc}) runs an installed backend through PTX JIT (slow first start)."
+            recommendation = f"Works; for native code and a faster start: {install}"
+        else:
+            reason = f"No installed backend has code for {gpu.name} (CC {cc})."
+            recommendation = f"Install the backend for this GPU: {install}"
+    return {
+        "platform": platform(),
+        "gpu_name": gpu.name if gpu else None,
+        "compute_capability": f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}" if gpu else None,
+        "compatible": compatible,
+        "reason": reason,
+        "gpus": [asdict(g) for g in gpus],
+        "backends": fits,
+        "recommended_target": want,
+        "recommendation": recommendation,
+    }

@@ -1,0 +1,300 @@
+"""``ServerManager``: launch llama-server on loopback, wait until it is ready, watch it, stop it.
+
+- a free port (bind 0) unless one is asked for, ``--host 127.0.0.1``, ``--offline``, ``--no-webui`` and a
+  random API key per launch;
+- output is drained by a thread into a log file and an in-memory tail: never an undrained pipe;
+- startup waits on ``/health`` (503 "Loading model" is progress) and checks process exit first;
+- a crash raises an error carrying the last log lines and a diagnosis of the known failures;
+- stop is SIGTERM then SIGKILL; the server also dies with its parent (``PR_SET_PDEATHSIG``) and at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from pathlib import Path
+from typing import IO, Any
+
+from .discovery import child_env, find_llama_server, user_cache_dir
+from .errors import PortInUseError, ServerStartError
+
+LOOPBACK = "127.0.0.1"
+_LIVE: weakref.WeakSet[ServerManager] = weakref.WeakSet()
+
+_DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"error while loading shared libraries: (\S+?):"),
+        "A shared library is missing ({0}). Reinstall the backend: pip install --force-reinstall "
+        '"llcuda[<target>]"; for a loose llama.cpp build, keep its lib/ next to bin/.',
+    ),
+    (
+        re.compile(r"no kernel image is available"),
+        "This backend has no code for your GPU (wrong compute capability). "
+        "Run `llcuda doctor` and install the backend it recommends.",
+    ),
+    (
+        re.compile(r"out of memory|cudaMalloc failed|failed to allocate .*buffer", re.IGNORECASE),
+        "Out of GPU memory: lower gpu_layers or ctx_size, or close other programs using the GPU.",
+    ),
+    (
+        re.compile(r"couldn't bind|Address already in use|bind: .*in use", re.IGNORECASE),
+        "The port is already in use: pass another port, or none to get a free one.",
+    ),
+    (
+        re.compile(r"failed to load model|gguf_init_from_file|invalid magic|unknown model architecture"),
+        "The model could not be loaded: the file is corrupt, truncated or of an unsupported architecture.",
+    ),
+]
+
+
+def diagnose(log_tail: str) -> str:
+    """A plain-language cause for a server failure, from its last output lines ('' when unknown)."""
+    for pattern, text in _DIAGNOSES:
+        m = pattern.search(log_tail)
+        if m:
+            return text.format(*m.groups())
+    return ""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def option_args(options: dict[str, Any]) -> list[str]:
+    """Map keyword options to llama-server flags: ``n_parallel=4`` -> ``--n-parallel 4``, ``mlock=True`` ->
+    ``--mlock``, ``False``/``None`` -> omitted, a list -> the flag repeated."""
+    args: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            args.append(flag)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class ServerManager:
+    """One llama-server process. Usable as a context manager."""
+
+    def __init__(self, server_path: str | os.PathLike[str] | None = None, log_dir: Path | None = None) -> None:
+        self._server_path = Path(server_path) if server_path else None
+        self.log_dir = log_dir or user_cache_dir() / "logs"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+        self.api_key: str | None = None
+        self.log_path: Path | None = None
+        self.model_path: Path | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=200)
+        self._last_output = 0.0
+        self._drain: threading.Thread | None = None
+        self._echo = False
+
+    # ------------------------------------------------------------------ discovery
+
+    def find_llama_server(self) -> Path:
+        """The llama-server this manager runs (see :func:`llcuda.discovery.find_llama_server`)."""
+        if self._server_path is None:
+            self._server_path = find_llama_server()
+        return self._server_path
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def server_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("llama-server is not running")
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(list(self._tail)[-lines:])
+
+    def check_health(self, timeout: float = 2.0) -> tuple[int, str]:
+        """(HTTP status, status text) of ``/health``; (0, reason) when nothing answers."""
+        try:
+            with urllib.request.urlopen(self.server_url + "/health", timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"{}").get("status", "")
+        except urllib.error.HTTPError as err:
+            body = err.read()
+            try:
+                message = json.loads(body).get("error", {}).get("message", "")
+            except ValueError:
+                message = body.decode(errors="replace")
+            return err.code, message
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
+            return 0, str(err)
+
+    # ------------------------------------------------------------------ start / stop
+
+    def start_server(
+        self,
+        model_path: str | os.PathLike[str],
+        port: int | None = None,
+        gpu_layers: int | str | None = None,
+        ctx_size: int | None = None,
+        *,
+        timeout: float = 300.0,
+        stall_timeout: float = 120.0,
+        silent: bool = True,
+        verbose: bool = False,
+        **options: Any,
+    ) -> None:
+        """Launch llama-server on ``model_path`` and return once ``/health`` answers 200.
+
+        ``gpu_layers=None`` leaves offload to llama-server, which fits layers to free VRAM itself.
+        Raises :class:`PortInUseError`, or :class:`ServerStartError` with the log tail and a diagnosis.
+        """
+        if self.is_running():
+            self.stop_server()
+        exe = self.find_llama_server()
+        if port is not None and not port_is_free(port):
+            raise PortInUseError(f"port {port} on {LOOPBACK} is already in use; pass another port, or none")
+        self.port = port if port is not None else free_port()
+        self.api_key = secrets.token_urlsafe(24)
+        self.model_path = Path(model_path)
+        args = [str(exe), "--model", str(model_path), "--host", LOOPBACK, "--port", str(self.port)]
+        args += ["--api-key", self.api_key, "--offline", "--no-webui"]
+        if gpu_layers is not None:
+            args += ["--n-gpu-layers", str(gpu_layers)]
+        if ctx_size is not None:
+            args += ["--ctx-size", str(ctx_size)]
+        if verbose:
+            args.append("--verbose")
+        args += option_args(options)
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_dir / f"llama-server-{self.port}-{int(time.time())}.log"
+        self._tail.clear()
+        self._echo = not silent
+        self._last_output = time.monotonic()
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env(exe),
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        )
+        _LIVE.add(self)
+        assert self.process.stdout is not None
+        log = self.log_path.open("wb")
+        self._drain = threading.Thread(target=self._drain_output, args=(self.process.stdout, log), daemon=True)
+        self._drain.start()
+        try:
+            self._wait_ready(timeout, stall_timeout)
+        except BaseException:  # including KeyboardInterrupt during a load: leave nothing running
+            self.stop_server()
+            raise
+
+    def _drain_output(self, pipe: IO[bytes], log: IO[bytes]) -> None:
+        with log:
+            for raw in iter(pipe.readline, b""):
+                log.write(raw)
+                line = raw.decode(errors="replace").rstrip("\n")
+                self._tail.append(line)
+                self._last_output = time.monotonic()
+                if self._echo:
+                    print(line, file=sys.stderr)
+            log.flush()
+
+    def _failure(self, cls: type[ServerStartError], message: str) -> ServerStartError:
+        if self._drain is not None:
+            self._drain.join(timeout=2)
+        tail = self.log_tail()
+        return cls(f"{message} (log: {self.log_path})", log_tail=tail, diagnosis=diagnose(tail))
+
+    def _wait_ready(self, timeout: float, stall_timeout: float) -> None:
+        assert self.process is not None
+        start = time.monotonic()
+        while True:
+            code = self.process.poll()
+            if code is not None:  # exit is checked before health
+                err = self._failure(ServerStartError, f"llama-server exited with code {code} while starting")
+                if "port is already in use" in err.diagnosis:
+                    raise PortInUseError(str(err), log_tail=err.log_tail, diagnosis=err.diagnosis)
+                raise err
+            status, _ = self.check_health()
+            if status == 200:
+                return
+            now = time.monotonic()
+            if now - start > timeout:
+                raise self._failure(ServerStartError, f"llama-server not ready after {timeout:.0f} s")
+            if now - self._last_output > stall_timeout and status != 503:
+                raise self._failure(ServerStartError, f"llama-server printed nothing for {stall_timeout:.0f} s")
+            time.sleep(0.1 if status == 0 else 0.25)
+
+    def stop_server(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call twice."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._drain is not None:
+            self._drain.join(timeout=5)
+        self.process = None
+        self._drain = None
+        _LIVE.discard(self)
+
+    def __enter__(self) -> ServerManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_server()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_server(timeout=2)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for manager in list(_LIVE):
+        with contextlib.suppress(Exception):
+            manager.stop_server(timeout=3)
