@@ -47,7 +47,7 @@ def running_server(
 ) -> Iterator[Server]:
     port = free_port()
     cmd = [str(exe), "--model", str(model), "--host", "127.0.0.1", "--port", str(port), "--ctx-size", "256"]
-    cmd += ["--threads", "2", "--no-webui", "--offline", *(args or [])]
+    cmd += ["--threads", "2", "--no-ui", "--offline", *(args or [])]
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

@@ -78,7 +78,7 @@ def test_launch_maps_options_to_flags_and_binds_loopback(tmp_path: Path, fake_en
         assert argv[argv.index("--host") + 1] == "127.0.0.1"
         assert argv[argv.index("--port") + 1] == str(m.port)
         assert argv[argv.index("--api-key") + 1] == m.api_key and len(m.api_key or "") >= 24
-        assert "--offline" in argv and "--no-webui" in argv
+        assert "--offline" in argv and "--no-ui" in argv
         assert argv[argv.index("--n-gpu-layers") + 1] == "10"
         assert argv[argv.index("--ctx-size") + 1] == "512"
         assert argv[argv.index("--n-parallel") + 1] == "4"

@@ -87,26 +87,23 @@ def test_llama_server_serves_the_tiny_model(installed: Installed, tiny_gguf: Pat
         chat = server.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
         assert chat["choices"][0]["message"]["role"] == "assistant"
         assert chat["usage"]["completion_tokens"] == 4
-        log = server.log_text()
-    # The CPU code is chosen at run time, and a CUDA wheel without a GPU says it runs on the CPU.
-    assert re.search(r"load_backend: loaded CPU backend from .*libggml-cpu-\w+\.so", log), log[-2000:]
-    if installed.target.is_cuda and not Path("/dev/nvidia0").exists():
-        assert "CUDA0" not in log  # nothing was offloaded
-        if "libcuda.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout:
-            # A driver library without a GPU: the CUDA backend loads, fails to initialise and says so.
-            assert re.search(r"no CUDA-capable device|failed to initialize CUDA", log), log[-2000:]
+        assert "listening on http://127.0.0.1:" in server.log_text()
 
 
-def test_cuda_wheel_lists_no_device_without_a_gpu(installed: Installed) -> None:
-    if not installed.target.is_cuda:
-        pytest.skip("CPU target")
+def test_cpu_code_is_picked_at_run_time_and_no_gpu_means_cpu(installed: Installed) -> None:
     out = subprocess.run(
-        [str(installed.bin_dir / "llama-server"), "--list-devices"], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0
-    if Path("/dev/nvidia0").exists():
-        pytest.skip("a GPU is present")
-    assert "CUDA0" not in out.stdout
+        [str(installed.bin_dir / "llama-server"), "--verbose", "--list-devices"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    # One wheel for every x86-64 CPU: the best libggml-cpu-<variant>.so for this CPU is loaded.
+    assert re.search(r"load_backend: loaded CPU backend from .*/libggml-cpu-\w+\.so", text), text
+    if installed.target.is_cuda and not Path("/dev/nvidia0").exists():
+        assert "CUDA0" not in text
+        if "libcuda.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout:
+            # A driver library but no GPU: the CUDA backend loads, fails to initialise, and says so.
+            assert re.search(r"no CUDA-capable device|failed to initialize CUDA", text), text
 
 
 def test_runtime_extras_pin_the_backends_exactly() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import threading
@@ -120,7 +121,7 @@ class InferenceEngine:
                 return result
         except urllib.error.HTTPError as err:
             raise RequestError(f"{path}: HTTP {err.code}: {err.read().decode(errors='replace')[:500]}") from err
-        except (urllib.error.URLError, ConnectionError, OSError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
             raise self._crashed(err) from err
 
     def _record(self, result: InferResult) -> InferResult:
@@ -194,7 +195,7 @@ class InferenceEngine:
                         return
         except urllib.error.HTTPError as err:
             raise RequestError(f"/completion: HTTP {err.code}: {err.read().decode(errors='replace')[:500]}") from err
-        except (urllib.error.URLError, ConnectionError, OSError, json.JSONDecodeError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, json.JSONDecodeError) as err:
             raise self._crashed(err) from err
         if not self.server.is_running():
             raise self._crashed(ConnectionError("stream ended without its final event"))

@@ -1,6 +1,6 @@
 """``ServerManager``: launch llama-server on loopback, wait until it is ready, watch it, stop it.
 
-- a free port (bind 0) unless one is asked for, ``--host 127.0.0.1``, ``--offline``, ``--no-webui`` and a
+- a free port (bind 0) unless one is asked for, ``--host 127.0.0.1``, ``--offline``, ``--no-ui`` and a
   random API key per launch;
 - output is drained by a thread into a log file and an in-memory tail: never an undrained pipe;
 - startup waits on ``/health`` (503 "Loading model" is progress) and checks process exit first;
@@ -196,7 +196,7 @@ class ServerManager:
         self.api_key = secrets.token_urlsafe(24)
         self.model_path = Path(model_path)
         args = [str(exe), "--model", str(model_path), "--host", LOOPBACK, "--port", str(self.port)]
-        args += ["--api-key", self.api_key, "--offline", "--no-webui"]
+        args += ["--api-key", self.api_key, "--offline", "--no-ui"]
         if gpu_layers is not None:
             args += ["--n-gpu-layers", str(gpu_layers)]
         if ctx_size is not None:
