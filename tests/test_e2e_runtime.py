@@ -12,6 +12,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def cpu_backend() -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_gguf: Path) -> InferenceEngine:
+def engine(tiny_gguf: Path) -> Iterator[InferenceEngine]:
     eng = InferenceEngine()
     eng.load_model(tiny_gguf, ctx_size=512, silent=True, parallel=4, threads=2)
     yield eng
