@@ -136,3 +136,15 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure the runtime's overhead (import, start-up, per request) against raw llama-server; see benchmarks/."""
+    cpu = sorted(WHEELHOUSE.glob("llcuda_cpu-*.whl"))
+    if not cpu:
+        session.error("no llcuda-cpu wheel in wheelhouse/: run `nox -s wheels -- cpu` first")
+    session.install(*TEST_REQUIRES)
+    session.install("-e", ".")
+    session.install("--no-deps", "--force-reinstall", str(cpu[-1]))
+    session.run("python", "benchmarks/runtime_overhead.py", *session.posargs)

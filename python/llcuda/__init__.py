@@ -2,7 +2,7 @@
 
 Importing llcuda never touches the network and never downloads anything: backends are installed as wheels
 (``pip install "llcuda[cc50]"``, ``"llcuda[cc75]"`` or ``"llcuda[cpu]"``) and found through entry points.
-Heavy modules (the server manager, huggingface_hub, NVML) load on first use.
+Everything but the version and the error types loads on first use, so the import stays fast.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .backends import Backend, backends
 from .errors import (
     LLCudaError,
     ModelError,
@@ -24,12 +23,15 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .backends import Backend, backends
     from .discovery import find_llama_server
     from .engine import InferenceEngine, InferResult
     from .gpu import check_gpu_compatibility, detect_gpus
     from .server import ServerManager
 
 _LAZY = {
+    "Backend": "backends",
+    "backends": "backends",
     "InferenceEngine": "engine",
     "InferResult": "engine",
     "ServerManager": "server",
