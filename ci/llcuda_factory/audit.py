@@ -101,13 +101,13 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
         cuda_lib = bin_dir / "libggml-cuda.so"
         if target.is_cuda and cuda_lib.exists():
             ldd = subprocess.run(["ldd", str(cuda_lib)], check=False, capture_output=True, text=True, env=env).stdout
-            resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd, re.MULTILINE))
+            resolved = {k: os.path.realpath(v) for k, v in re.findall(r"^\s*(\S+) => (\S+)", ldd, re.MULTILINE)}
             report["cuda_libs_resolved"] = {
                 k: v.replace(site, "<site-packages>") for k, v in resolved.items() if k.startswith("libcu")
             }
             for soname in ("libcublas", "libcublasLt", "libcudart"):
                 hits = [v for k, v in resolved.items() if k.startswith(soname + ".so")]
-                if not hits or not hits[0].startswith(site):
+                if not hits or (Path(site).resolve() / "nvidia") not in Path(hits[0]).parents:
                     problems.append(f"{soname} resolves to {hits or 'nothing'}, not to the venv's NVIDIA wheel")
     return problems
 
