@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 args = sys.argv[1:]
 if os.environ.get("FAKE_ARGV_FILE"):
     with open(os.environ["FAKE_ARGV_FILE"], "w") as f:
-        json.dump(args, f)
+        json.dump({"argv": args, "pid": os.getpid()}, f)
 if "--version" in args:
     print("version: 1 (fake)")
     sys.exit(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_launch_maps_options_to_flags_and_binds_loopback(tmp_path: Path, fake_en
     with manager(tmp_path) as m:
         m.start_server(model, gpu_layers=10, ctx_size=512, n_parallel=4, mlock=True, no_mmap=False,
                        lora=["a.gguf", "b.gguf"])  # fmt: skip
-        argv = json.loads(fake_env.read_text())
+        argv = json.loads(fake_env.read_text())["argv"]
         assert argv[argv.index("--host") + 1] == "127.0.0.1"
         assert argv[argv.index("--port") + 1] == str(m.port)
         assert argv[argv.index("--api-key") + 1] == m.api_key and len(m.api_key or "") >= 24
@@ -91,7 +92,7 @@ def test_launch_maps_options_to_flags_and_binds_loopback(tmp_path: Path, fake_en
 def test_gpu_layers_none_leaves_offload_to_the_server(tmp_path: Path, fake_env: Path, model: Path) -> None:
     with manager(tmp_path) as m:
         m.start_server(model)
-        assert "--n-gpu-layers" not in json.loads(fake_env.read_text())
+        assert "--n-gpu-layers" not in json.loads(fake_env.read_text())["argv"]
 
 
 def test_each_launch_gets_a_new_key_and_a_free_port(tmp_path: Path, fake_env: Path, model: Path) -> None:
@@ -337,3 +338,61 @@ def test_cli_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("llcuda: error: model file not found")
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_during_load_model_leaves_nothing_running(tmp_path: Path, fake_env: Path, model: Path) -> None:
+    code = (
+        "import sys, pathlib, llcuda\n"
+        "from llcuda.server import ServerManager\n"
+        f"e = llcuda.InferenceEngine(ServerManager({str(FAKE)!r}, log_dir=pathlib.Path({str(tmp_path)!r})))\n"
+        "try:\n"
+        f"    e.load_model({str(model)!r}, silent=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(42)\n"
+    )
+    env = {**os.environ, "FAKE_LOAD_S": "60", "PYTHONPATH": str(Path(llcuda.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    deadline = time.monotonic() + 30
+    while not fake_env.exists() or not fake_env.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    server_pid = json.loads(fake_env.read_text())["pid"]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 42
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{server_pid}").exists() and Path(f"/proc/{server_pid}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, "the server outlived an interrupted load_model"
+        time.sleep(0.1)
+
+
+def test_alias_resolves_through_the_registry(monkeypatch: pytest.MonkeyPatch, model: Path) -> None:
+    from llcuda import models
+
+    seen: list[tuple[str, str]] = []
+
+    def fake_download(repo: str, filename: str) -> Path:
+        seen.append((repo, filename))
+        return model
+
+    monkeypatch.setattr(models, "_download", fake_download)
+    assert resolve_model("gemma-3-1b-it") == model
+    assert seen == [("unsloth/gemma-3-1b-it-GGUF", "gemma-3-1b-it-Q4_K_M.gguf")]
+    with pytest.raises(ModelNotFoundError, match="not a file, a known alias"):
+        resolve_model("no-such-alias")
+
+
+def test_nvidia_smi_is_the_fallback_when_nvml_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, Tesla T4, 7.5, 15360, 15101, 535.104.05'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(gpu, "_from_nvml", lambda: None)
+    (t4,) = gpu.detect_gpus()
+    assert (t4.name, t4.compute_capability, t4.memory_free_mb, t4.driver_version) == (
+        "Tesla T4",
+        (7, 5),
+        15101,
+        "535.104.05",
+    )
+    assert gpu.check_gpu_compatibility(installed=[])["recommended_target"] == "cc75"
