@@ -60,7 +60,9 @@ def _download_sdist(pin: LlamaCppPin, downloads: Path) -> Path:
     downloads.mkdir(parents=True, exist_ok=True)
     pip = shutil.which("pip") or shutil.which("pip3")
     cmd = [pip] if pip else [sys.executable, "-m", "pip"]
-    cmd += ["download", "--no-deps", "--no-binary", ":all:", "--dest", str(downloads), pin.offline_sdist]
+    # Only the sdist itself is forced from source; its build requirements (for pip's metadata step) stay wheels.
+    name = pin.offline_sdist.split("==")[0]
+    cmd += ["download", "--no-deps", "--no-binary", name, "--dest", str(downloads), pin.offline_sdist]
     print(f"[llcuda] fetching llama.cpp {pin.tag} source: {' '.join(cmd)}", file=sys.stderr)
     proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0 or not archive.is_file():
