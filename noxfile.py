@@ -52,18 +52,24 @@ def prepare(session: nox.Session) -> None:
     _factory(session, "source")
 
 
-def _build_runtime_wheel(session: nox.Session, staging: Path) -> None:
-    session.run("pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(staging), str(ROOT))
-    for whl in staging.glob("llcuda-*.whl"):
-        shutil.move(str(whl), WHEELHOUSE / whl.name)
-
-
 def _download_deps(session: nox.Session, requires_dist: list[str]) -> None:
-    """NVIDIA's runtime wheels for a CUDA backend, so that it installs with `pip --no-index`."""
+    """A wheel's dependencies (with theirs) into wheelhouse/deps/, so that it installs with `pip --no-index`."""
     deps = [d for d in requires_dist if "extra ==" not in d]
     if deps:
         DEPS.mkdir(parents=True, exist_ok=True)
         session.run("pip", "download", "-q", "--only-binary", ":all:", "--dest", str(DEPS), *deps)
+
+
+def _build_runtime_wheel(session: nox.Session, staging: Path) -> None:
+    """The pure-Python llcuda wheel (its extras pin the backends), plus its dependencies."""
+    from llcuda_factory import audit
+
+    session.run("pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(staging), str(ROOT))
+    for whl in staging.glob("llcuda-*.whl"):
+        _download_deps(session, audit.requires_dist(whl))
+        for old in WHEELHOUSE.glob("llcuda-*.whl"):
+            old.unlink()
+        shutil.move(str(whl), WHEELHOUSE / whl.name)
 
 
 @nox.session
