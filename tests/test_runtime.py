@@ -16,7 +16,6 @@ import pytest
 
 import llcuda
 from llcuda import discovery, gpu, server
-from llcuda.backends import Backend
 from llcuda.engine import InferenceEngine
 from llcuda.errors import (
     ModelError,
@@ -25,6 +24,7 @@ from llcuda.errors import (
     ServerNotFoundError,
     ServerStartError,
 )
+from llcuda.installed import Backend
 from llcuda.models import resolve_model
 
 FAKE = Path(__file__).with_name("fake_llama_server.py")
@@ -396,3 +396,13 @@ def test_nvidia_smi_is_the_fallback_when_nvml_is_missing(tmp_path: Path, monkeyp
         "535.104.05",
     )
     assert gpu.check_gpu_compatibility(installed=[])["recommended_target"] == "cc75"
+
+
+def test_backends_stays_the_function_once_every_submodule_is_loaded() -> None:
+    import llcuda.cli
+    import llcuda.discovery
+    import llcuda.gpu
+
+    assert llcuda.cli and llcuda.discovery and llcuda.gpu
+    assert callable(llcuda.backends)
+    assert isinstance(llcuda.backends(), list)

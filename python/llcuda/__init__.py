@@ -23,15 +23,15 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .backends import Backend, backends
     from .discovery import find_llama_server
     from .engine import InferenceEngine, InferResult
     from .gpu import check_gpu_compatibility, detect_gpus
+    from .installed import Backend, backends
     from .server import ServerManager
 
 _LAZY = {
-    "Backend": "backends",
-    "backends": "backends",
+    "Backend": "installed",
+    "backends": "installed",
     "InferenceEngine": "engine",
     "InferResult": "engine",
     "ServerManager": "server",

@@ -13,8 +13,8 @@ import threading
 from typing import Any
 
 from . import __version__
-from .backends import backends
 from .errors import LLCudaError
+from .installed import backends
 
 
 def _doctor(args: argparse.Namespace) -> int:

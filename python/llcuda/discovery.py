@@ -17,9 +17,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import Backend, backends
 from .errors import ServerNotFoundError
 from .gpu import GPU, backend_fit, detect_gpus, target_for
+from .installed import Backend, backends
 
 _FIT_RANK = {"native": 0, "ptx": 1, "cpu": 2}
 SYSTEM_PATHS = (Path("/usr/local/bin/llama-server"), Path("/usr/bin/llama-server"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import subprocess
 import threading
 import time
 import urllib.error
@@ -197,8 +199,12 @@ class InferenceEngine:
             raise RequestError(f"/completion: HTTP {err.code}: {err.read().decode(errors='replace')[:500]}") from err
         except (urllib.error.URLError, http.client.HTTPException, OSError, json.JSONDecodeError) as err:
             raise self._crashed(err) from err
-        if not self.server.is_running():
-            raise self._crashed(ConnectionError("stream ended without its final event"))
+        # The stream ended without its final event: the server died or dropped the connection. Give a dying
+        # process a moment to be reaped, so the error can report its exit code.
+        if self.server.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.server.process.wait(timeout=1)
+        raise self._crashed(ConnectionError("the stream ended without its final event"))
 
     def chat(self, messages: Sequence[dict[str, str]], max_tokens: int = 128, temperature: float = 0.7,
              top_p: float = 0.9, seed: int | None = None) -> InferResult:  # fmt: skip

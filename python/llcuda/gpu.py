@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .backends import Backend, backends
+from .installed import Backend, backends
 
 Fit = Literal["native", "ptx", "cpu", "unsupported"]
 
