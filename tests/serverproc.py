@@ -65,7 +65,7 @@ def running_server(
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"llama-server not healthy after {timeout} s:\n{server.log_text()[-3000:]}")
-            time.sleep(0.2)
+            time.sleep(0.05)
         yield server
     finally:
         proc.terminate()

@@ -31,8 +31,11 @@ def user_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("llcuda", appauthor=False))
 
 
+_STARTED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of binaries that answered --version
+
+
 def problem_with(path: Path, *, run: bool = True) -> str | None:
-    """Why ``path`` cannot be used as llama-server, or None when it can."""
+    """Why ``path`` cannot be used as llama-server, or None when it can (a run check is done once per file)."""
     if not path.exists():
         return "does not exist"
     if not path.is_file():
@@ -42,7 +45,9 @@ def problem_with(path: Path, *, run: bool = True) -> str | None:
     with path.open("rb") as f:
         if f.read(4) != b"\x7fELF":
             return "is not an ELF executable"
-    if run:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if run and key not in _STARTED:
         try:
             proc = subprocess.run(
                 [str(path), "--version"], capture_output=True, text=True, timeout=60, env=child_env(path)
@@ -52,6 +57,7 @@ def problem_with(path: Path, *, run: bool = True) -> str | None:
         if proc.returncode != 0:
             last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
             return f"does not start (exit {proc.returncode}): {last[0]}"
+        _STARTED.add(key)
     return None
 
 

@@ -264,7 +264,7 @@ class ServerManager:
                 raise self._failure(ServerStartError, f"llama-server not ready after {timeout:.0f} s")
             if now - self._last_output > stall_timeout and status != 503:
                 raise self._failure(ServerStartError, f"llama-server printed nothing for {stall_timeout:.0f} s")
-            time.sleep(0.1 if status == 0 else 0.25)
+            time.sleep(0.05 if status == 0 else 0.2)
 
     def stop_server(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call twice."""
