@@ -19,6 +19,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "ci"))
 
+from llcuda_factory.errors import FactoryError  # noqa: E402
 from llcuda_factory.targets import all_targets, get_target  # noqa: E402
 
 WHEELHOUSE = ROOT / "wheelhouse"
@@ -76,7 +77,10 @@ def _build_runtime_wheel(session: nox.Session, staging: Path) -> None:
 def wheels(session: nox.Session) -> None:
     """Build, repair and audit backend wheels into wheelhouse/: `nox -s wheels -- [targets...]` (default: all)."""
     names = session.posargs or list(all_targets())
-    targets = [get_target(n) for n in names]  # an unknown target fails here, before anything is built
+    try:
+        targets = [get_target(n) for n in names]  # an unknown target fails here, before anything is built
+    except FactoryError as err:
+        session.error(str(err))
     session.install(*BUILD_REQUIRES)
     _factory(session, "source")
     for target in targets:  # a missing or unfit CUDA toolkit fails here, before any compile
