@@ -110,12 +110,11 @@ def find_llama_server(gpus: list[GPU] | None = None) -> Path:
     gpus = detect_gpus() if gpus is None else gpus
     gpu = gpus[0] if gpus else None
     installed = backends()
-    for backend in rank_backends(installed, gpu):
+    ranked = rank_backends(installed, gpu)
+    for backend in ranked:
         if found := search.check(f"backend llcuda-{backend.target}", backend.llama_server):
             return found
-    for backend in installed:
-        if backend not in rank_backends(installed, gpu):
-            search.tried.append((f"backend llcuda-{backend.target}", "has no code for this GPU"))
+    search.tried += [(f"backend llcuda-{b.target}", "has no code for this GPU") for b in installed if b not in ranked]
 
     if cpp_dir := os.environ.get("LLAMA_CPP_DIR"):
         for sub in ("bin", "build/bin"):
