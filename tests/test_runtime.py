@@ -153,7 +153,7 @@ def test_stalled_server_is_stopped_with_a_clear_error(
 ) -> None:
     monkeypatch.setenv("FAKE_LLAMA_MODE", "stall")
     m = manager(tmp_path)
-    with pytest.raises(ServerStartError, match="printed nothing for 1 s"):
+    with pytest.raises(ServerStartError, match="printed nothing and answered nothing for 1 s"):
         m.start_server(model, stall_timeout=1)
     assert not m.is_running()
 

@@ -248,7 +248,7 @@ class ServerManager:
 
     def _wait_ready(self, timeout: float, stall_timeout: float) -> None:
         assert self.process is not None
-        start = time.monotonic()
+        start = last_answer = time.monotonic()
         while True:
             code = self.process.poll()
             if code is not None:  # exit is checked before health
@@ -260,10 +260,14 @@ class ServerManager:
             if status == 200:
                 return
             now = time.monotonic()
+            if status:  # any HTTP answer (503 "Loading model") is a sign of life, like new output
+                last_answer = now
             if now - start > timeout:
                 raise self._failure(ServerStartError, f"llama-server not ready after {timeout:.0f} s")
-            if now - self._last_output > stall_timeout and status != 503:
-                raise self._failure(ServerStartError, f"llama-server printed nothing for {stall_timeout:.0f} s")
+            if now - max(self._last_output, last_answer) > stall_timeout:
+                raise self._failure(
+                    ServerStartError, f"llama-server printed nothing and answered nothing for {stall_timeout:.0f} s"
+                )
             time.sleep(0.05 if status == 0 else 0.2)
 
     def stop_server(self, timeout: float = 10.0) -> None:
