@@ -81,5 +81,6 @@ class Handler(BaseHTTPRequestHandler):
         print("request", *a, flush=True)
 
 
+httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
 print(f"main: server is listening on http://127.0.0.1:{port}", flush=True)
-ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+httpd.serve_forever()
