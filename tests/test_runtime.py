@@ -19,6 +19,7 @@ from llcuda import discovery, gpu, server
 from llcuda.engine import InferenceEngine
 from llcuda.errors import (
     ModelError,
+    ModelLoadError,
     ModelNotFoundError,
     PortInUseError,
     ServerNotFoundError,
@@ -123,28 +124,37 @@ def test_requested_port_in_use_is_refused_before_launch(tmp_path: Path, fake_env
 
 
 @pytest.mark.parametrize(
-    ("output", "diagnosis"),
+    ("output", "diagnosis", "error"),
     [
         ("llama-server: error while loading shared libraries: libllama.so: cannot open shared object file",
-         "A shared library is missing (libllama.so)"),
-        ("CUDA error: no kernel image is available for execution on the device", "no code for your GPU"),
-        ("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 900 MiB: cudaMalloc failed: out of memory",
-         "Out of GPU memory"),
-        ("gguf_init_from_file_impl: invalid magic characters", "The model could not be loaded"),
-        ("couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080", "The port is already in use"),
+         "A shared library is missing (libllama.so)", ServerStartError),
+        ("CUDA error: no kernel image is available for execution on the device", "no code for your GPU",
+         ServerStartError),
+        ("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 900 MiB: cudaMalloc failed: out of memory\n"
+         "llama_model_load_from_file_impl: failed to load model", "Out of GPU memory", ServerStartError),
+        ("gguf_init_from_file_impl: invalid magic characters", "The file is not a GGUF model", ModelLoadError),
+        ("llama_model_load: error loading model: unknown model architecture: 'foo'",
+         "architecture 'foo' is not supported", ModelLoadError),
+        ("llama_model_load: error loading model: tensor 'x' data is not within the file bounds",
+         "truncated or corrupt", ModelLoadError),
+        ("llama_model_load_from_file_impl: failed to load model", "could not load the model", ModelLoadError),
+        ("couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080", "The port is already in use",
+         PortInUseError),
     ],
 )  # fmt: skip
 def test_crash_on_start_carries_log_tail_and_diagnosis(
-    tmp_path: Path, fake_env: Path, model: Path, monkeypatch: pytest.MonkeyPatch, output: str, diagnosis: str
-) -> None:
+    tmp_path: Path, fake_env: Path, model: Path, monkeypatch: pytest.MonkeyPatch, output: str, diagnosis: str,
+    error: type[ServerStartError],
+) -> None:  # fmt: skip
     monkeypatch.setenv("FAKE_LLAMA_MODE", f"exit:{output}")
     m = manager(tmp_path)
     with pytest.raises(ServerStartError) as err:
         m.start_server(model)
+    assert type(err.value) is error
     assert "exited with code 1 while starting" in str(err.value)
     assert diagnosis in err.value.diagnosis
-    assert output in err.value.log_tail
-    assert m.log_path is not None and output in m.log_path.read_text()
+    assert output.splitlines()[-1] in err.value.log_tail
+    assert m.log_path is not None and output.splitlines()[-1] in m.log_path.read_text()
     assert not m.is_running()
 
 

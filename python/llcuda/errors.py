@@ -45,5 +45,9 @@ class PortInUseError(ServerStartError):
     """The requested port is already taken."""
 
 
+class ModelLoadError(ServerStartError, ModelError):
+    """llama-server refused the model: truncated or corrupt, or an architecture this llama.cpp does not know."""
+
+
 class RequestError(LLCudaError):
     """The server answered a request with an error status."""

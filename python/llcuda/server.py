@@ -5,7 +5,8 @@
 - output is drained by a thread into a log file and an in-memory tail: never an undrained pipe;
 - startup waits on ``/health`` (503 "Loading model" is progress) and checks process exit first;
 - a crash raises an error carrying the last log lines and a diagnosis of the known failures;
-- stop is SIGTERM then SIGKILL; the server also dies with its parent (``PR_SET_PDEATHSIG``) and at exit.
+- stop is SIGTERM then SIGKILL; the server also dies with this process (``PR_SET_PDEATHSIG``, set from one
+  long-lived launcher thread) and at exit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ctypes
 import errno
 import json
 import os
+import queue
 import re
 import secrets
 import signal
@@ -28,48 +30,76 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
 
 from .discovery import child_env, find_llama_server, user_cache_dir
-from .errors import PortInUseError, ServerStartError
+from .errors import ModelLoadError, PortInUseError, ServerStartError
 
 LOOPBACK = "127.0.0.1"
 _LIVE: weakref.WeakSet[ServerManager] = weakref.WeakSet()
 
-_DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
+# (pattern in the server's output, plain-language cause, error class). The first match wins, so the specific
+# model failures come before the generic "failed to load model".
+_DIAGNOSES: list[tuple[re.Pattern[str], str, type[ServerStartError]]] = [
     (
         re.compile(r"error while loading shared libraries: (\S+?):"),
         "A shared library is missing ({0}). Reinstall the backend: pip install --force-reinstall "
         '"llcuda[<target>]"; for a loose llama.cpp build, keep its lib/ next to bin/.',
+        ServerStartError,
     ),
     (
         re.compile(r"no kernel image is available"),
         "This backend has no code for your GPU (wrong compute capability). "
         "Run `llcuda doctor` and install the backend it recommends.",
+        ServerStartError,
     ),
     (
         re.compile(r"out of memory|cudaMalloc failed|failed to allocate .*buffer", re.IGNORECASE),
         "Out of GPU memory: lower gpu_layers or ctx_size, or close other programs using the GPU.",
+        ServerStartError,
     ),
     (
         re.compile(r"couldn't bind|Address already in use|bind: .*in use", re.IGNORECASE),
         "The port is already in use: pass another port, or none to get a free one.",
+        PortInUseError,
     ),
     (
-        re.compile(r"failed to load model|gguf_init_from_file|invalid magic|unknown model architecture"),
-        "The model could not be loaded: the file is corrupt, truncated or of an unsupported architecture.",
+        re.compile(r"unknown model architecture: '([^']*)'"),
+        "The model's architecture '{0}' is not supported by this llama.cpp build: use a GGUF of a supported "
+        "architecture, or a newer llcuda.",
+        ModelLoadError,
+    ),
+    (
+        re.compile(r"not within the file bounds|exceeds remaining file size|failed to read key-value"),
+        "The model file is truncated or corrupt (an unfinished download or copy?): download it again.",
+        ModelLoadError,
+    ),
+    (
+        re.compile(r"invalid magic"),
+        "The file is not a GGUF model.",
+        ModelLoadError,
+    ),
+    (
+        re.compile(r"failed to load model|error loading model"),
+        "llama-server could not load the model; its last lines below say why.",
+        ModelLoadError,
     ),
 ]
 
 
-def diagnose(log_tail: str) -> str:
-    """A plain-language cause for a server failure, from its last output lines ('' when unknown)."""
-    for pattern, text in _DIAGNOSES:
+def _diagnosis(log_tail: str) -> tuple[str, type[ServerStartError]]:
+    for pattern, text, cls in _DIAGNOSES:
         m = pattern.search(log_tail)
         if m:
-            return text.format(*m.groups())
-    return ""
+            return text.format(*m.groups()), cls
+    return "", ServerStartError
+
+
+def diagnose(log_tail: str) -> str:
+    """A plain-language cause for a server failure, from its last output lines ('' when unknown)."""
+    return _diagnosis(log_tail)[0]
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -108,10 +138,57 @@ def option_args(options: dict[str, Any]) -> list[str]:
     return args
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+class _Launcher:
+    """One long-lived thread starts every llama-server, so that each dies with this process and only then.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process: a server started
+    from a short-lived thread (a worker pool, a web framework's startup hook) would be killed with that thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._libc: Any = None
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None:
+                if sys.platform.startswith("linux"):
+                    with contextlib.suppress(OSError):
+                        self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
+                self._thread = threading.Thread(target=self._run, name="llcuda-launcher", daemon=True)
+                self._thread.start()
+        job: Future[subprocess.Popen[bytes]] = Future()
+        self._jobs.put((job, args, kwargs))
+        try:
+            return job.result()
+        except BaseException:  # Ctrl-C while the launcher forks: stop whatever it started
+            if not job.cancel():
+                with contextlib.suppress(Exception):
+                    proc = job.result()
+                    proc.kill()
+                    proc.wait()
+            raise
+
+    def _run(self) -> None:
+        while True:
+            job, args, kwargs = self._jobs.get()
+            if not job.set_running_or_notify_cancel():
+                continue
+            try:
+                job.set_result(subprocess.Popen(args, preexec_fn=self._die_with_parent, **kwargs))  # noqa: PLW1509
+            except BaseException as err:  # reported to the caller
+                job.set_exception(err)
+
+    def _die_with_parent(self) -> None:  # runs in the child between fork and exec
+        if self._libc is not None:
+            self._libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_LAUNCHER = _Launcher()
 
 
 class ServerManager:
@@ -210,13 +287,8 @@ class ServerManager:
         self._tail.clear()
         self._echo = not silent
         self._last_output = time.monotonic()
-        self.process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=child_env(exe),
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        self.process = _LAUNCHER.popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(exe)
         )
         _LIVE.add(self)
         assert self.process.stdout is not None
@@ -240,11 +312,17 @@ class ServerManager:
                     print(line, file=sys.stderr)
             log.flush()
 
-    def _failure(self, cls: type[ServerStartError], message: str) -> ServerStartError:
+    def _failure(self, message: str, *, exited: bool = False) -> ServerStartError:
+        """The error for a failed start: for an exit, the class of its diagnosis (bad model, port in use)."""
         if self._drain is not None:
             self._drain.join(timeout=2)
         tail = self.log_tail()
-        return cls(f"{message} (log: {self.log_path})", log_tail=tail, diagnosis=diagnose(tail))
+        diagnosis, cls = _diagnosis(tail)
+        if not exited:
+            cls = ServerStartError
+        elif cls is ModelLoadError:
+            message = f"llama-server could not load {self.model_path}; {message}"
+        return cls(f"{message} (log: {self.log_path})", log_tail=tail, diagnosis=diagnosis)
 
     def _wait_ready(self, timeout: float, stall_timeout: float) -> None:
         assert self.process is not None
@@ -252,10 +330,7 @@ class ServerManager:
         while True:
             code = self.process.poll()
             if code is not None:  # exit is checked before health
-                err = self._failure(ServerStartError, f"llama-server exited with code {code} while starting")
-                if "port is already in use" in err.diagnosis:
-                    raise PortInUseError(str(err), log_tail=err.log_tail, diagnosis=err.diagnosis)
-                raise err
+                raise self._failure(f"llama-server exited with code {code} while starting", exited=True)
             status, _ = self.check_health()
             if status == 200:
                 return
@@ -263,11 +338,9 @@ class ServerManager:
             if status:  # any HTTP answer (503 "Loading model") is a sign of life, like new output
                 last_answer = now
             if now - start > timeout:
-                raise self._failure(ServerStartError, f"llama-server not ready after {timeout:.0f} s")
+                raise self._failure(f"llama-server not ready after {timeout:.0f} s")
             if now - max(self._last_output, last_answer) > stall_timeout:
-                raise self._failure(
-                    ServerStartError, f"llama-server printed nothing and answered nothing for {stall_timeout:.0f} s"
-                )
+                raise self._failure(f"llama-server printed nothing and answered nothing for {stall_timeout:.0f} s")
             time.sleep(0.05 if status == 0 else 0.2)
 
     def stop_server(self, timeout: float = 10.0) -> None:
