@@ -4,6 +4,8 @@ set(LLCUDA_TARGET "" CACHE STRING "Backend target, a row of targets.toml (cpu, c
 set(LLCUDA_LLAMA_CPP_SOURCE "$ENV{LLCUDA_LLAMA_CPP_SOURCE}" CACHE PATH
     "llama.cpp tree to build when the llama.cpp/ submodule is not checked out")
 option(LLCUDA_CCACHE "Compile through ccache when it is installed" ON)
+set(LLCUDA_CUDA_ARCHITECTURES_OVERRIDE "" CACHE STRING
+    "Benchmark builds only: CUDA archs instead of the target row's, or 'llama.cpp-default' for ggml's own list")
 
 if(NOT LLCUDA_TARGET)
   message(FATAL_ERROR "LLCUDA_TARGET is not set: pass -DLLCUDA_TARGET=<target>, one of the rows of targets.toml")
@@ -15,6 +17,9 @@ set(_llcuda_settings "${CMAKE_BINARY_DIR}/llcuda-target.cmake")
 set(_llcuda_args configure --target "${LLCUDA_TARGET}" --binary-dir "${CMAKE_BINARY_DIR}" --out "${_llcuda_settings}")
 if(LLCUDA_LLAMA_CPP_SOURCE)
   list(APPEND _llcuda_args --source "${LLCUDA_LLAMA_CPP_SOURCE}")
+endif()
+if(LLCUDA_CUDA_ARCHITECTURES_OVERRIDE)
+  list(APPEND _llcuda_args --cuda-architectures "${LLCUDA_CUDA_ARCHITECTURES_OVERRIDE}")
 endif()
 execute_process(
   COMMAND "${CMAKE_COMMAND}" -E env "PYTHONPATH=${PROJECT_SOURCE_DIR}/ci:$ENV{PYTHONPATH}"

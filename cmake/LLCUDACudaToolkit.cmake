@@ -6,7 +6,6 @@ endif()
 
 set(CMAKE_CUDA_COMPILER "${LLCUDA_CUDA_COMPILER}")
 set(CMAKE_CUDA_HOST_COMPILER "${LLCUDA_CUDA_HOST_COMPILER}")
-set(CMAKE_CUDA_ARCHITECTURES ${LLCUDA_CUDA_ARCHITECTURES})
 set(CUDAToolkit_ROOT "${LLCUDA_CUDA_ROOT}")
 
 # Debian's nvcc finds ptxas/fatbinary through PATH; put this toolkit's first, both for the compiler checks
@@ -20,11 +19,20 @@ else()
   set(CMAKE_CUDA_COMPILER_LAUNCHER "${CMAKE_COMMAND}" -E env "PATH=${_llcuda_path}")
 endif()
 
-enable_language(CUDA)
-find_package(CUDAToolkit REQUIRED)
-if(NOT CMAKE_CUDA_COMPILER_VERSION MATCHES "^${LLCUDA_CUDA_VERSION}")
-  message(FATAL_ERROR "llcuda: expected CUDA ${LLCUDA_CUDA_VERSION} (${LLCUDA_CUDA_COMPILER}), "
-                      "CMake found ${CMAKE_CUDA_COMPILER_VERSION}")
+if(NOT LLCUDA_CUDA_ARCHITECTURES_FROM_GGML)
+  set(CMAKE_CUDA_ARCHITECTURES ${LLCUDA_CUDA_ARCHITECTURES})
+  enable_language(CUDA)
 endif()
-message(STATUS "llcuda: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES}, "
-               "host compiler ${CMAKE_CUDA_HOST_COMPILER}")
+# Benchmark build (LLCUDA_CUDA_ARCHITECTURES_OVERRIDE=llama.cpp-default): ggml-cuda enables CUDA itself and
+# picks its own default arch list; enabling it here would first fix the archs to the compiler's default.
+find_package(CUDAToolkit REQUIRED)
+if(NOT CUDAToolkit_VERSION MATCHES "^${LLCUDA_CUDA_VERSION}")
+  message(FATAL_ERROR "llcuda: expected CUDA ${LLCUDA_CUDA_VERSION} (${LLCUDA_CUDA_COMPILER}), "
+                      "CMake found ${CUDAToolkit_VERSION}")
+endif()
+if(LLCUDA_CUDA_ARCHITECTURES_FROM_GGML)
+  set(_llcuda_archs "llama.cpp's default list")
+else()
+  set(_llcuda_archs "${CMAKE_CUDA_ARCHITECTURES}")
+endif()
+message(STATUS "llcuda: CUDA ${CUDAToolkit_VERSION}, archs ${_llcuda_archs}, host compiler ${CMAKE_CUDA_HOST_COMPILER}")

@@ -248,6 +248,46 @@ def test_cpu_settings_carry_no_cuda_and_a_shared_ccache_base(tmp_path: Path, mon
     assert base == f'set(LLCUDA_CCACHE_BASEDIR "{os.path.commonpath([tree, tmp_path / "build", REPO_ROOT])}")'
 
 
+@pytest.fixture
+def tiny_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    tree = tmp_path / "llama"
+    (tree / "ggml").mkdir(parents=True)
+    (tree / "CMakeLists.txt").touch()
+    (tree / "ggml" / "CMakeLists.txt").touch()
+    monkeypatch.setattr(source, "SUBMODULE", tmp_path / "none")
+    return tree
+
+
+def test_benchmark_builds_can_override_the_cuda_architectures(
+    no_system_toolkits: Path, tmp_path: Path, tiny_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CXX", shutil.which("g++", path="/usr/bin:/bin") or "g++")
+    fake_toolkit(tmp_path / "cuda-13.0", "13.0", CUDA13_ARCHS)
+    toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
+    build = tmp_path / "build"
+    row = configure.settings("cc75", build, str(tiny_tree))
+    assert (row["LLCUDA_CUDA_ARCHITECTURES"], row["LLCUDA_CUDA_ARCHITECTURES_FROM_GGML"]) == ("75", "OFF")
+    native = configure.settings("cc75", build, str(tiny_tree), "90")
+    assert (native["LLCUDA_CUDA_ARCHITECTURES"], native["LLCUDA_CUDA_ARCHITECTURES_FROM_GGML"]) == ("90", "OFF")
+    ggml = configure.settings("cc75", build, str(tiny_tree), configure.LLAMA_CPP_DEFAULT)
+    assert ggml["LLCUDA_CUDA_ARCHITECTURES_FROM_GGML"] == "ON"
+    # The override's archs are checked against the toolkit like a row's: CUDA 13 cannot build sm_50.
+    with pytest.raises(FactoryError, match=r"CUDA 13 dropped compute capability 5\.0"):
+        configure.settings("cc75", build, str(tiny_tree), "50")
+
+
+@pytest.mark.parametrize(("target", "override", "message"), [
+    ("cc75", "sm90", "invalid CUDA architectures 'sm90'"),
+    ("cc75", ";", "invalid CUDA architectures ';'"),
+    ("cpu", "90", "target cpu has no CUDA"),
+])  # fmt: skip
+def test_a_bad_architecture_override_is_refused(
+    tmp_path: Path, tiny_tree: Path, target: str, override: str, message: str
+) -> None:
+    with pytest.raises(FactoryError, match=message):
+        configure.settings(target, tmp_path / "build", str(tiny_tree), override)
+
+
 def test_metadata_of_the_cpu_wheel_has_no_cuda_dependencies() -> None:
     meta = metadata.dynamic_metadata({"target": "cpu"}, {})
     assert meta["dependencies"] == []
