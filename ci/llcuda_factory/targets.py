@@ -68,8 +68,14 @@ def _load(path: Path = TABLE) -> dict[str, Any]:
 
 
 def llama_cpp_pin(path: Path = TABLE) -> LlamaCppPin:
+    """The pinned commit and tag (``_version.py``, beside the version) and its offline source (targets.toml)."""
+    from .release import read_release
+
     raw = _load(path)["llama-cpp"]
-    return LlamaCppPin(**{k.replace("-", "_"): str(v) for k, v in raw.items()})
+    rel = read_release(path.parent)
+    return LlamaCppPin(
+        commit=rel.llama_cpp_commit, tag=rel.llama_cpp_tag, **{k.replace("-", "_"): str(v) for k, v in raw.items()}
+    )
 
 
 def all_targets(path: Path = TABLE) -> dict[str, Target]:

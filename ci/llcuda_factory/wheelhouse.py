@@ -1,0 +1,117 @@
+"""What a wheelhouse holds besides the built wheels: their dependencies, and offline bundles.
+
+- :func:`download_dependencies` puts a wheel's dependencies (and theirs) next to it, so that it installs with
+  ``pip install --no-index --find-links``;
+- :func:`offline_bundle` writes ``offline-<targets>/``: the llcuda wheel, the backend wheel(s), every run-time
+  dependency (the NVIDIA CUDA wheels included) and a ``requirements.txt`` pinning each file by sha256, so that
+  ``pip install --no-index --find-links <dir> "llcuda[cc50]"`` works on a machine with no network at all.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import FactoryError
+from .source import sha256_of
+from .targets import Target
+
+_WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+def _pip_download(args: list[str], dest: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary", ":all:"]
+    cmd += ["--dest", str(dest), *args]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+        raise FactoryError(f"pip download failed (exit {proc.returncode}): {' '.join(args)}\n{tail}")
+
+
+def download_dependencies(requires_dist: list[str], dest: Path) -> list[Path]:
+    """Download the (non-extra) requirements with their own dependencies into ``dest``; return the new files."""
+    deps = [d for d in requires_dist if "extra ==" not in d]
+    if not deps:
+        return []
+    dest.mkdir(parents=True, exist_ok=True)
+    before = set(dest.iterdir())
+    _pip_download(deps, dest)
+    return sorted(set(dest.iterdir()) - before)
+
+
+def parse_wheel_name(path: Path) -> tuple[str, str]:
+    """(normalized distribution name, version) of a wheel file name."""
+    m = _WHEEL_NAME.match(path.name)
+    if not m:
+        raise FactoryError(f"{path.name} is not a wheel file name")
+    return re.sub(r"[-_.]+", "-", m.group("name")).lower(), m.group("version")
+
+
+def requirements_with_hashes(wheels: list[Path], extras: dict[str, list[str]]) -> str:
+    """A ``--require-hashes`` requirements file pinning every wheel by version and sha256."""
+    lines = ["# Every file of this bundle, pinned by sha256. Install with:",
+             "#   pip install --no-index --find-links . --require-hashes -r requirements.txt"]  # fmt: skip
+    for whl in sorted(wheels, key=parse_wheel_name):
+        name, version = parse_wheel_name(whl)
+        extra = f"[{','.join(extras[name])}]" if extras.get(name) else ""
+        lines.append(f"{name}{extra}=={version} \\\n    --hash=sha256:{sha256_of(whl)}")
+    return "\n".join(lines) + "\n"
+
+
+def _find_one(wheelhouse: Path, pattern: str, hint: str) -> Path:
+    found = sorted(wheelhouse.glob(pattern))
+    if not found:
+        raise FactoryError(f"no {pattern} in {wheelhouse}: {hint}")
+    return found[-1]
+
+
+def offline_bundle(
+    targets: list[Target],
+    wheelhouse: Path,
+    *,
+    python_version: str | None = None,
+    platform: str | None = None,
+) -> Path:
+    """Write ``wheelhouse/offline-<targets>/`` for ``llcuda[<targets>]`` and return it.
+
+    Dependencies come from ``wheelhouse/`` and ``wheelhouse/deps/`` first and from the package index only for
+    what is missing there. ``python_version``/``platform`` (pip's ``--python-version``/``--platform``) make a
+    bundle for another interpreter, e.g. ``3.12`` for Colab.
+    """
+    if not targets:
+        raise FactoryError("name at least one target, e.g. `nox -s offline -- cc50`")
+    names = [t.name for t in targets]
+    runtime = _find_one(wheelhouse, "llcuda-*.whl", "build it with `nox -s wheels`")
+    backends = [
+        _find_one(wheelhouse, f"{t.package}-*.whl", f"build it with `nox -s wheels -- {t.name}`") for t in targets
+    ]
+    _, version = parse_wheel_name(runtime)
+    for backend in backends:
+        if parse_wheel_name(backend)[1] != version:
+            raise FactoryError(f"{backend.name} is not version {version} of {runtime.name}; rebuild the wheels")
+
+    out = wheelhouse / f"offline-{'-'.join(names)}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=wheelhouse))
+    try:
+        args = ["--find-links", str(wheelhouse), "--find-links", str(wheelhouse / "deps")]
+        if python_version:
+            args += ["--python-version", python_version]
+        if platform:
+            args += ["--platform", platform]
+        _pip_download([*args, f"llcuda[{','.join(names)}]=={version}"], tmp)
+        files = sorted(tmp.glob("*.whl"))
+        got = {parse_wheel_name(f)[0] for f in files}
+        missing = [n for n in ("llcuda", *(t.distribution for t in targets)) if n not in got]
+        if missing:
+            raise FactoryError(f"the bundle lacks {', '.join(missing)}")
+        (tmp / "requirements.txt").write_text(requirements_with_hashes(files, {"llcuda": names}))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,193 @@
+"""The release pipeline's local half: the cibuildwheel configuration, the release check, the pin bump, the
+workflows' wiring to the targets table, and wheel reproducibility comparison."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from llcuda_factory import REPO_ROOT, release
+from llcuda_factory.errors import FactoryError
+from llcuda_factory.reproducible import compare_wheels
+from llcuda_factory.targets import all_targets, llama_cpp_pin
+
+PIN = llama_cpp_pin()
+
+
+# ---------------------------------------------------------------- cibuildwheel
+
+
+@pytest.mark.parametrize("target", sorted(all_targets()))
+def test_cibuildwheel_builds_each_backend_once(target: str) -> None:
+    cibw = shutil.which("cibuildwheel") or pytest.fail("cibuildwheel is not installed (nox -s tests installs it)")
+    out = subprocess.run(
+        [cibw, "--print-build-identifiers", "--platform", "linux", f"python/backends/{target}",
+         "--config-file", "pyproject.toml"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cp312-manylinux_x86_64"]  # a py3-none wheel: one interpreter builds it
+
+
+def test_workflow_matrix_is_the_targets_table() -> None:
+    out = subprocess.run([sys.executable, "-m", "llcuda_factory", "matrix"], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=True, env={"PYTHONPATH": str(REPO_ROOT / "ci")})  # fmt: skip
+    assert [row["target"] for row in json.loads(out.stdout)["include"]] == list(all_targets())
+    wheels = (REPO_ROOT / ".github" / "workflows" / "wheels.yml").read_text()
+    assert "python -m llcuda_factory matrix" in wheels and "fromJSON(needs.matrix.outputs.matrix)" in wheels
+    assert "nox -s build_release" in wheels
+
+
+def test_workflows_pin_every_action_to_a_commit() -> None:
+    for wf in sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml")):
+        for line in wf.read_text().splitlines():
+            if "uses:" in line and "$/" not in line:
+                ref = line.split("@", 1)[1].split()[0]
+                assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), f"{wf.name}: {line.strip()}"
+
+
+# ---------------------------------------------------------------- the release check
+
+
+def test_this_commit_is_releasable() -> None:
+    assert release.check() == []
+    rel = release.read_release()
+    assert rel.llama_cpp_commit == PIN.commit == release.submodule_commit()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository with this one's release files: version, table, changelog, backend projects, gitlink."""
+    root = tmp_path / "repo"
+    for rel in ["python/llcuda/_version.py", "targets.toml", "CHANGELOG.md",
+                *(f"python/backends/{t}/pyproject.toml" for t in all_targets())]:  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / rel, root / rel)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "update-index", "--add", "--cacheinfo", f"160000,{PIN.commit},llama.cpp"],
+                   check=True)  # fmt: skip
+    return root
+
+
+def test_release_check_names_each_inconsistency(repo: Path) -> None:
+    assert release.check(repo) == []
+    version = repo / "python" / "llcuda" / "_version.py"
+    version.write_text(version.read_text().replace('__version__ = "0.1.0"', '__version__ = "0.2.0+cu118"'))
+    subprocess.run(["git", "-C", str(repo), "update-index", "--cacheinfo", f"160000,{'1' * 40},llama.cpp"], check=True)
+    (repo / "python" / "backends" / "cc50" / "pyproject.toml").unlink()
+    problems = "\n".join(release.check(repo))
+    assert "'0.2.0+cu118' is not a public PEP 440 version" in problems
+    assert "CHANGELOG.md has no '## 0.2.0+cu118' entry" in problems
+    assert f"the llama.cpp submodule is at {'1' * 40}, _version.py pins {PIN.commit}" in problems
+    assert "target cc50 has no python/backends/cc50/pyproject.toml" in problems
+
+
+def _wheel(path: Path, name: str, version: str, requires: list[str]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+        zf.writestr(f"{name.replace('-', '_')}-{version}.dist-info/METADATA", meta)
+    return path
+
+
+def test_release_check_of_built_files_wants_one_version_and_exact_backend_pins(repo: Path, tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    good = [f'llcuda-{t}==0.1.0; extra == "{t}"' for t in all_targets()]
+    _wheel(dist / "llcuda-0.1.0-py3-none-any.whl", "llcuda", "0.1.0", ["platformdirs>=3", *good])
+    _wheel(dist / "llcuda_cc50-0.1.0-py3-none-manylinux_2_28_x86_64.whl", "llcuda-cc50", "0.1.0", [])
+    assert release.check(repo, dist) == []
+    loose = [g.replace("==0.1.0", ">=0.1.0") for g in good]
+    _wheel(dist / "llcuda-0.1.0-py3-none-any.whl", "llcuda", "0.1.0", loose)
+    _wheel(dist / "llcuda_cc75-0.0.9-py3-none-manylinux_2_28_x86_64.whl", "llcuda-cc75", "0.0.9", [])
+    problems = "\n".join(release.check(repo, dist))
+    assert "llcuda-0.1.0-py3-none-any.whl: extras" in problems
+    assert "llcuda_cc75-0.0.9-py3-none-manylinux_2_28_x86_64.whl is version 0.0.9, not 0.1.0" in problems
+
+
+# ---------------------------------------------------------------- the pin bump
+
+
+def fake_sdist(path: Path, version: str, vendored: str) -> Path:
+    """An llama-cpp-python sdist with a vendored llama.cpp tree and the submodule's git HEAD."""
+    top = f"llama_cpp_python-{version}"
+    files = {
+        f"{top}/vendor/llama.cpp/CMakeLists.txt": b"project(llama.cpp)\n",
+        f"{top}/vendor/llama.cpp/ggml/CMakeLists.txt": b"project(ggml)\n",
+        f"{top}/.git/modules/vendor/llama.cpp/HEAD": f"{vendored}\n".encode(),
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_bump_moves_the_pin_in_one_step(repo: Path, tmp_path: Path) -> None:
+    new = "a" * 40
+    sdist = fake_sdist(tmp_path / "llama_cpp_python-0.3.99.tar.gz", "0.3.99", new)
+    result = release.bump_llama(new, "0.3.99", tag="b12000", sdist=sdist, root=repo)
+    rel = release.read_release(repo)
+    assert (rel.llama_cpp_commit, rel.llama_cpp_tag) == (new, "b12000")
+    assert release.submodule_commit(repo) == new
+    table = (repo / "targets.toml").read_text()
+    assert 'offline-sdist = "llama-cpp-python==0.3.99"' in table
+    assert 'offline-sdist-file = "llama_cpp_python-0.3.99.tar.gz"' in table
+    assert 'offline-sdist-subdir = "llama_cpp_python-0.3.99/vendor/llama.cpp"' in table
+    from llcuda_factory.source import sha256_of
+
+    assert result["offline-sdist-sha256"] == sha256_of(sdist)
+    assert f'offline-sdist-sha256 = "{sha256_of(sdist)}"' in table
+    assert "[targets.cc50]" in table  # the rest of the table is untouched
+    assert not [p for p in release.check(repo) if "submodule" in p or "commit" in p]
+
+
+def test_bump_without_a_tag_records_the_short_commit(repo: Path, tmp_path: Path) -> None:
+    new = "b" * 40
+    sdist = fake_sdist(tmp_path / "llama_cpp_python-0.4.0.tar.gz", "0.4.0", new)
+    release.bump_llama(new, "0.4.0", sdist=sdist, root=repo)
+    assert release.read_release(repo).llama_cpp_tag == "gbbbbbbb"
+
+
+def test_bump_refuses_an_sdist_of_another_commit_and_writes_nothing(repo: Path, tmp_path: Path) -> None:
+    before = {p: p.read_bytes() for p in (repo / "targets.toml", repo / "python" / "llcuda" / "_version.py")}
+    sdist = fake_sdist(tmp_path / "llama_cpp_python-0.3.99.tar.gz", "0.3.99", "c" * 40)
+    with pytest.raises(FactoryError, match=f"vendors llama\\.cpp {'c' * 40}, not {'d' * 40}"):
+        release.bump_llama("d" * 40, "0.3.99", sdist=sdist, root=repo)
+    with pytest.raises(FactoryError, match=r"is not a full 40-hex llama\.cpp commit"):
+        release.bump_llama("0c1e570", "0.3.99", sdist=sdist, root=repo)
+    assert {p: p.read_bytes() for p in before} == before
+    assert release.submodule_commit(repo) == PIN.commit
+
+
+# ---------------------------------------------------------------- reproducibility comparison
+
+
+def test_compare_wheels_reports_what_differs(tmp_path: Path) -> None:
+    def make(name: str, payload: bytes, when: tuple[int, int, int, int, int, int]) -> Path:
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "llcuda_cpu-0.1.0-py3-none-any.whl"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(zipfile.ZipInfo("llcuda_cpu/bin/libggml.so", when), payload)
+            zf.writestr(zipfile.ZipInfo("llcuda_cpu/build_info.json", when), b"{}")
+        return path
+
+    epoch = (2026, 11, 1, 0, 0, 0)
+    a, b = make("a", b"same", epoch), make("b", b"same", epoch)
+    assert compare_wheels(a, b)["identical"]
+    c = make("c", b"other", (2026, 11, 2, 0, 0, 0))
+    report = compare_wheels(a, c)
+    assert not report["identical"]
+    assert report["differences"] == [
+        {"entry": "llcuda_cpu/bin/libggml.so", "what": "content, timestamp"},
+        {"entry": "llcuda_cpu/build_info.json", "what": "timestamp"},
+    ]
