@@ -25,7 +25,7 @@ from llcuda_factory import source  # noqa: E402
 from llcuda_factory.targets import llama_cpp_pin  # noqa: E402
 
 OUT = ROOT / ".device"
-DROP_TOP = {"docs", "models", "media", "tests", "examples", "pocs", "benches", "gguf-py", "conversion", "scripts",
+DROP_TOP = {"docs", "models", "media", "tests", "examples", "pocs", "benches", "gguf-py", "conversion",
             "skills", "app", ".github", ".devops"}  # fmt: skip
 DROP = {*(f"ggml/src/ggml-{b}" for b in (
     "vulkan", "sycl", "metal", "opencl", "hexagon", "webgpu", "openvino", "et", "cann", "musa", "hip", "rpc",
