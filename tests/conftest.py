@@ -47,11 +47,12 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass(frozen=True)
 class Installed:
-    """A fresh venv holding ``llcuda[<target>]`` installed with ``pip --no-index`` from the wheelhouse."""
+    """A fresh venv holding ``llcuda[<target>]``, installed from the target's offline bundle with no network."""
 
     target: Target
     python: Path
     site_packages: Path
+    bundle: Path
 
     @property
     def bin_dir(self) -> Path:
@@ -62,20 +63,38 @@ class Installed:
         return out.stdout
 
 
-def install_backend(target: Target, where: Path) -> Installed:
+def without_network(cmd: list[str]) -> list[str]:
+    """``cmd`` in a new network namespace (only a down loopback): as root ``unshare -n``, else ``unshare -rn``."""
+    for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
+        if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
+            return [*prefix, *cmd]
+    pytest.fail("cannot make a network namespace (unshare -n / -rn) to prove the offline install")
+
+
+def offline_bundle(target: Target) -> Path:
+    """``wheelhouse/offline-<target>/``, written by the factory (what `nox -s offline -- <target>` does)."""
+    from llcuda_factory.wheelhouse import offline_bundle as make
+
     backend_wheel(target)
     if not sorted(WHEELHOUSE.glob("llcuda-*.whl")):
         pytest.fail(f"no llcuda runtime wheel in {WHEELHOUSE}; `nox -s wheels` builds it")
+    return make([target], WHEELHOUSE)
+
+
+def install_backend(target: Target, where: Path) -> Installed:
+    bundle = offline_bundle(target)
     venv.create(where, with_pip=True)
     python = where / "bin" / "python"
-    cmd = [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(WHEELHOUSE)]
-    cmd += ["--find-links", str(WHEELHOUSE / "deps"), f"llcuda[{target.name}]"]
-    subprocess.run(cmd, check=True)
+    probe = "import socket; socket.create_connection(('pypi.org', 443), timeout=5)"
+    assert subprocess.run(without_network([str(python), "-c", probe]), capture_output=True).returncode != 0
+    cmd = [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(bundle)]
+    subprocess.run(without_network([*cmd, "--require-hashes", "-r", str(bundle / "requirements.txt")]), check=True)
+    subprocess.run(without_network([*cmd, f"llcuda[{target.name}]"]), check=True)  # what the README tells users
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
-    return Installed(target, python, Path(site))
+    return Installed(target, python, Path(site), bundle)
 
 
 @pytest.fixture(scope="module", params=sorted(TARGETS))

@@ -106,7 +106,13 @@ def candidates() -> list[Path]:
     for var in ENV_HOME:
         home = os.environ.get(var)
         if home:
-            return [Path(home) / "bin" / "nvcc"]
+            nvcc = Path(home) / "bin" / "nvcc"
+            if not nvcc.exists():
+                raise FactoryError(
+                    f"{var}={home} has no bin/nvcc: point it at a CUDA toolkit (the directory holding bin/nvcc) "
+                    f"or unset it. To install one: {INSTALL_HINT}"
+                )
+            return [nvcc]
     found: list[Path] = []
     on_path = shutil.which("nvcc")
     if on_path:

@@ -102,7 +102,11 @@ def offline_bundle(
             args += ["--python-version", python_version]
         if platform:
             args += ["--platform", platform]
-        _pip_download([*args, f"llcuda[{','.join(names)}]=={version}"], tmp)
+        args.append(f"llcuda[{','.join(names)}]=={version}")
+        try:  # the wheelhouse alone first: no network, and exactly the files `nox -s wheels` audited with
+            _pip_download(["--no-index", *args], tmp)
+        except FactoryError:
+            _pip_download(args, tmp)
         files = sorted(tmp.glob("*.whl"))
         got = {parse_wheel_name(f)[0] for f in files}
         missing = [n for n in ("llcuda", *(t.distribution for t in targets)) if n not in got]

@@ -1,0 +1,123 @@
+"""The wheel factory under bad input and interruption, driven through `nox -s wheels` as a user runs it.
+
+Each fault stops with one clear error before anything compiles, and none leaves anything half-written in the
+wheelhouse (here a temporary one, with an older wheel in it that must survive untouched).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.wheels  # runs `nox -s wheels`, whose session the CI build has already set up
+
+
+@pytest.fixture
+def house(tmp_path: Path) -> dict[str, Path]:
+    """A wheelhouse holding one older, complete wheel, and an empty build directory."""
+    wheelhouse, build = tmp_path / "wheelhouse", tmp_path / "build"
+    wheelhouse.mkdir()
+    build.mkdir()
+    old = wheelhouse / "llcuda_cpu-0.0.1-py3-none-manylinux_2_35_x86_64.whl"
+    with zipfile.ZipFile(old, "w") as zf:
+        zf.writestr("llcuda_cpu-0.0.1.dist-info/METADATA", "Name: llcuda-cpu\nVersion: 0.0.1\n")
+    return {"wheelhouse": wheelhouse, "build": build, "old": old}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def nox_wheels(house: dict[str, Path], *targets: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`nox -s wheels -- TARGETS` into the temporary wheelhouse; ``env`` values of "" unset a variable."""
+    full_env = {**os.environ, "LLCUDA_WHEELHOUSE": str(house["wheelhouse"]), "LLCUDA_BUILD_DIR": str(house["build"]),
+                **env}  # fmt: skip
+    full_env = {k: v for k, v in full_env.items() if v}
+    return subprocess.run([sys.executable, "-m", "nox", "-s", "wheels", "--", *targets], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def assert_nothing_built(house: dict[str, Path], before: dict[str, bytes]) -> None:
+    assert snapshot(house["wheelhouse"]) == before
+    assert list(house["build"].iterdir()) == []  # no target's build directory: no compile started
+    assert not (house["wheelhouse"].parent / ".wheelhouse-staging").exists()
+
+
+def test_an_unknown_target(house: dict[str, Path]) -> None:
+    before = snapshot(house["wheelhouse"])
+    out = nox_wheels(house, "cc99")
+    assert out.returncode != 0
+    assert "unknown target 'cc99'; the targets are: cc50, cc75, cpu (see targets.toml)" in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert_nothing_built(house, before)
+
+
+def test_a_missing_toolkit(house: dict[str, Path], tmp_path: Path) -> None:
+    before = snapshot(house["wheelhouse"])
+    out = nox_wheels(house, "cpu", "cc50", LLCUDA_CUDA_HOME=str(tmp_path / "no-cuda-here"))
+    assert out.returncode != 0
+    assert f"LLCUDA_CUDA_HOME={tmp_path / 'no-cuda-here'} has no bin/nvcc" in out.stdout + out.stderr
+    assert_nothing_built(house, before)  # not even the cpu target, named first, was built
+
+
+@pytest.mark.skipif(not Path("/usr/local/cuda/bin/nvcc").exists(), reason="needs CUDA 13 in /usr/local/cuda")
+def test_a_toolkit_that_cannot_target_the_arch(house: dict[str, Path]) -> None:
+    before = snapshot(house["wheelhouse"])
+    out = nox_wheels(house, "cc50", LLCUDA_CUDA_HOME="/usr/local/cuda")
+    assert out.returncode != 0
+    assert "CUDA 13 dropped compute capability 5.0; install a CUDA 11.8–12.9 toolkit" in out.stdout + out.stderr
+    assert_nothing_built(house, before)
+
+
+def test_an_offline_source_archive_with_a_wrong_hash(house: dict[str, Path], tmp_path: Path) -> None:
+    from llcuda_factory.targets import llama_cpp_pin
+
+    if (ROOT / "llama.cpp" / "CMakeLists.txt").exists():
+        pytest.skip("the llama.cpp submodule is checked out: the offline archive is not used")
+    pin = llama_cpp_pin()
+    cache = tmp_path / "cache"
+    archive = cache / "downloads" / pin.offline_sdist_file
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"not the pinned sdist")
+    before = snapshot(house["wheelhouse"])
+    out = nox_wheels(house, "cpu", LLCUDA_CACHE_DIR=str(cache), LLCUDA_LLAMA_CPP_SOURCE="")
+    assert out.returncode != 0
+    assert (
+        f"sha256 mismatch for {pin.offline_sdist_file}: expected {pin.offline_sdist_sha256}" in out.stdout + out.stderr
+    )
+    assert not archive.exists() and archive.with_name(archive.name + ".sha256-mismatch").exists()
+    assert not (cache / "src").exists() or list((cache / "src").iterdir()) == []  # nothing unpacked
+    assert_nothing_built(house, before)
+
+
+def test_a_build_interrupted_midway_leaves_the_wheelhouse_whole(house: dict[str, Path]) -> None:
+    old = house["old"].read_bytes()
+    env = {**os.environ, "LLCUDA_WHEELHOUSE": str(house["wheelhouse"]), "LLCUDA_BUILD_DIR": str(house["build"])}
+    proc = subprocess.Popen([sys.executable, "-m", "nox", "-s", "wheels", "--", "cpu"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    ninja_log = house["build"] / "cpu" / ".ninja_log"
+    deadline = time.monotonic() + 300
+    while not (ninja_log.exists() and len(ninja_log.read_text().splitlines()) > 3):  # objects are being compiled
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "the build never started compiling"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    output = proc.communicate(timeout=120)[0].decode(errors="replace")
+    assert proc.returncode != 0, output
+    files = snapshot(house["wheelhouse"])
+    assert files.pop(house["old"].name) == old  # the older wheel of the target is untouched
+    for name in files:  # whatever else is there is complete: the runtime wheel and its deps
+        assert name.startswith(("llcuda-", "deps/")), name
+        with zipfile.ZipFile(house["wheelhouse"] / name) as zf:
+            assert zf.testzip() is None
+    assert not [n for n in files if n.startswith("llcuda_cpu-")]
+    assert not (house["wheelhouse"].parent / ".wheelhouse-staging").exists()
