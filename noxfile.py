@@ -305,13 +305,32 @@ def lint(session: nox.Session) -> None:
     session.run("zizmor", "--offline", "--min-severity", "low", ".github/workflows")
 
 
+BENCHMARKS = {  # part -> script; `nox -s bench` runs them all, in this order, then writes the summary
+    "runtime": "benchmarks/runtime_overhead.py",
+    "load": "benchmarks/load.py",
+    "throughput": "benchmarks/throughput.py",
+    "size": "benchmarks/sizes.py",
+    "build": "benchmarks/build_times.py",  # hours on 2 cores: run it in the background
+}
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measure speed and size against the anchors (see benchmarks/README.md): `-- [runtime|throughput|...]`."""
+    """Measure speed and size against the anchors into benchmarks/results/: `-- [runtime load throughput size build]`.
+
+    No argument runs every part that fits this machine (the build part takes hours); the GPU part runs on a GPU
+    machine (benchmarks/gpu/). benchmarks/results/summary.md gathers the latest results.
+    """
+    parts = session.posargs or list(BENCHMARKS)
+    unknown = [p for p in parts if p not in BENCHMARKS]
+    if unknown:
+        session.error(f"unknown benchmark {', '.join(unknown)}; the parts are: {', '.join(BENCHMARKS)}")
     cpu = sorted(WHEELHOUSE.glob("llcuda_cpu-*.whl"))
     if not cpu:
         session.error("no llcuda-cpu wheel in wheelhouse/: run `nox -s wheels -- cpu` first")
     session.install(*TEST_REQUIRES)
     session.install("-e", ".")
     session.install("--no-deps", "--force-reinstall", str(cpu[-1]))
-    session.run("python", "benchmarks/runtime_overhead.py", *session.posargs)
+    for part in parts:
+        session.run("python", BENCHMARKS[part], env=FACTORY_ENV)
+    session.run("python", "benchmarks/report.py")

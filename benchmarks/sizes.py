@@ -1,0 +1,92 @@
+"""Each wheel's compressed and unpacked size, beside the same wheel with the CUDA runtime and cuBLAS bundled.
+
+    python benchmarks/sizes.py [--wheelhouse wheelhouse] [--out benchmarks/results]
+
+llcuda's CUDA wheels leave libcudart and libcublas/libcublasLt to NVIDIA's own wheels (shared by every package
+that needs them, installed once). Wheels that bundle them instead (what auditwheel does without llcuda's
+excludes, and what the peers ship) are measured by adding those libraries, taken from the NVIDIA wheels in
+wheelhouse/deps/, to a copy of the wheel at the same compression. Results: sizes.json and sizes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ci"))
+
+from llcuda_factory.audit import requires_dist  # noqa: E402
+from llcuda_factory.targets import all_targets  # noqa: E402
+from llcuda_factory.wheelhouse import parse_wheel_name  # noqa: E402
+
+_RUNTIME_LIBS = re.compile(r"/lib/lib(cudart|cublas|cublasLt)\.so\.\d+$")
+
+
+def unpacked(wheel: Path) -> int:
+    with zipfile.ZipFile(wheel) as zf:
+        return sum(i.file_size for i in zf.infolist())
+
+
+def bundled(wheel: Path, deps: Path, package: str, out: Path) -> Path:
+    """A copy of ``wheel`` with libcudart/libcublas/libcublasLt grafted into ``<package>.libs/``."""
+    names = {re.split(r"[<>=!~; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requires_dist(wheel)}
+    sources = [w for w in deps.glob("nvidia_*.whl") if parse_wheel_name(w)[0] in names]
+    if not sources:
+        raise SystemExit(f"no NVIDIA wheels for {wheel.name} in {deps}: run `nox -s wheels` first")
+    target = out / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info), compresslevel=6)
+        for nvidia in sources:
+            with zipfile.ZipFile(nvidia) as zf:
+                for info in zf.infolist():
+                    if _RUNTIME_LIBS.search(info.filename):
+                        name = f"{package}.libs/{info.filename.rsplit('/', 1)[1]}"
+                        dst.writestr(zipfile.ZipInfo(name, info.date_time), zf.read(info), compresslevel=6)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wheelhouse", type=Path, default=ROOT / "wheelhouse")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    for target in all_targets().values():
+        found = sorted(args.wheelhouse.glob(f"{target.package}-*.whl"))
+        if not found:
+            continue
+        wheel = found[-1]
+        row: dict[str, Any] = {"target": target.name, "wheel": wheel.name, "compressed": wheel.stat().st_size,
+                               "unpacked": unpacked(wheel)}  # fmt: skip
+        if target.is_cuda:
+            with tempfile.TemporaryDirectory() as tmp:
+                fat = bundled(wheel, args.wheelhouse / "deps", target.package, Path(tmp))
+                row["bundled_compressed"] = fat.stat().st_size
+                row["bundled_unpacked"] = unpacked(fat)
+            row["bundled_over_llcuda"] = round(row["bundled_compressed"] / row["compressed"], 2)
+        rows.append(row)
+    result = {"date": time.strftime("%Y-%m-%d"), "wheels": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sizes.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| wheel | compressed | unpacked | with cudart + cuBLAS bundled: compressed / unpacked | ratio |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in rows:
+        bundled_text = (f"{r['bundled_compressed'] / 1e6:.1f} MB / {r['bundled_unpacked'] / 1e6:.1f} MB"
+               if "bundled_compressed" in r else "n/a (no CUDA)")  # fmt: skip
+        lines.append(f"| llcuda-{r['target']} | {r['compressed'] / 1e6:.1f} MB | {r['unpacked'] / 1e6:.1f} MB | "
+                     f"{bundled_text} | {r.get('bundled_over_llcuda', '')} |")  # fmt: skip
+    (args.out / "sizes.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

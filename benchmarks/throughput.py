@@ -1,0 +1,97 @@
+"""Prompt-processing and generation speed of a gemma-3-1b-shaped model with the wheel's own tools.
+
+    python benchmarks/throughput.py [--backend cpu] [--reps 3] [--out benchmarks/results]
+
+The model comes from benchmarks/synthetic_gemma.py (random weights, gemma-3-1b's shapes, F16), quantized to
+Q4_K_M by the backend's ``llama-quantize``; ``llama-bench`` then measures pp512 and tg128. Both files are kept
+in build/bench-models/ between runs. On a GPU machine the same measurement, against a native build, is
+benchmarks/gpu/device_bench.sh. Results: throughput_<backend>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import llcuda
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic_gemma import weight_bytes, write_gemma3_1b_like
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def model(backend: llcuda.Backend, cache: Path) -> tuple[Path, dict[str, Any]]:
+    cache.mkdir(parents=True, exist_ok=True)
+    f16, q4 = cache / "gemma-3-1b-synthetic-f16.gguf", cache / "gemma-3-1b-synthetic-Q4_K_M.gguf"
+    info: dict[str, Any] = {}
+    if not q4.exists():
+        start = time.perf_counter()
+        if not f16.exists():
+            write_gemma3_1b_like(f16)
+        info["write_f16_s"] = round(time.perf_counter() - start, 1)
+        start = time.perf_counter()
+        tmp = q4.with_suffix(".partial")
+        subprocess.run([str(backend.bin_dir / "llama-quantize"), str(f16), str(tmp), "Q4_K_M"], check=True,
+                       capture_output=True)  # fmt: skip
+        tmp.replace(q4)
+        info["quantize_s"] = round(time.perf_counter() - start, 1)
+    return q4, info
+
+
+def bench(backend: llcuda.Backend, path: Path, reps: int, threads: int) -> list[dict[str, Any]]:
+    cmd = [str(backend.bin_dir / "llama-bench"), "-m", str(path), "-p", "512", "-n", "128", "-r", str(reps),
+           "-t", str(threads), "-o", "json"]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    rows: list[dict[str, Any]] = json.loads(out.stdout)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="cpu")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--models", type=Path, default=ROOT / "build" / "bench-models")
+    args = parser.parse_args()
+    backend = next((b for b in llcuda.backends() if b.target == args.backend), None)
+    if backend is None:
+        raise SystemExit(f"llcuda-{args.backend} is not installed")
+    path, info = model(backend, args.models)
+    rows = bench(backend, path, args.reps, args.threads)
+    speeds = {(f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"): r for r in rows}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "backend": args.backend,
+        "model": {"file": path.name, **weight_bytes(path), "params": rows[0]["model_n_params"], **info},
+        "threads": args.threads,
+        "cpu_info": rows[0].get("cpu_info"),
+        "pp512_tokens_per_s": round(speeds["pp512"]["avg_ts"], 2),
+        "pp512_stddev": round(speeds["pp512"]["stddev_ts"], 2),
+        "tg128_tokens_per_s": round(speeds["tg128"]["avg_ts"], 2),
+        "tg128_stddev": round(speeds["tg128"]["stddev_ts"], 2),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"throughput_{args.backend}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = (
+        f"| llcuda-{args.backend}, {result['machine']}, {args.threads} threads ({result['date']}) | tokens/s |\n"
+        "| --- | --- |\n"
+        f"| pp512, gemma-3-1b-shaped Q4_K_M | {result['pp512_tokens_per_s']:.1f} ± {result['pp512_stddev']:.1f} |\n"
+        f"| tg128, gemma-3-1b-shaped Q4_K_M | {result['tg128_tokens_per_s']:.1f} ± {result['tg128_stddev']:.1f} |\n"
+    )
+    (args.out / f"throughput_{args.backend}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
