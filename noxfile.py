@@ -208,8 +208,12 @@ def reproduce(session: nox.Session) -> None:
     missing = [t.name for t in targets if not sorted(WHEELHOUSE.glob(f"{t.package}-*.whl"))]
     if missing:
         session.error(f"no wheel to compare with for {', '.join(missing)}: run `nox -s wheels -- {' '.join(missing)}`")
-    with tempfile.TemporaryDirectory(prefix="llcuda-reproduce-", dir=BUILD.parent) as tmp:
-        house = House(Path(tmp) / "wheelhouse", Path(tmp) / "build")
+    # The second build directory sits at the same depth as the first (build-reproduce/<target> beside
+    # build/<target>), so the compile commands, which name the sources relative to it, are the same.
+    second_build = BUILD.parent / f"{BUILD.name}-reproduce"
+    shutil.rmtree(second_build, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="llcuda-reproduce-") as tmp:
+        house = House(Path(tmp) / "wheelhouse", second_build)
         _build(session, targets, house, {"CCACHE_DISABLE": "1"} if no_ccache else None)
         failed = []
         for target in targets:
@@ -225,6 +229,7 @@ def reproduce(session: nox.Session) -> None:
             session.log(f"{target.name}: {report['summary']}")
             if not report["identical"]:
                 failed.append(target.name)
+        shutil.rmtree(second_build, ignore_errors=True)
         if failed:
             session.error(f"not reproducible: {', '.join(failed)} (see wheelhouse/<target>.reproduce.json)")
 

@@ -10,6 +10,12 @@ llcuda_force(BUILD_SHARED_LIBS ON)
 llcuda_force(GGML_NATIVE OFF)
 llcuda_force(GGML_BACKEND_DL ON)
 llcuda_force(GGML_CPU_ALL_VARIANTS ON)
+# The base-build instruction sets are unused with run-time variants, but their defaults flip with
+# $SOURCE_DATE_EPOCH (ggml/CMakeLists.txt, INS_ENB) and would make build_info.json depend on the environment
+# and on a build directory's history: pin them.
+foreach(_isa SSE42 AVX AVX2 BMI2 FMA F16C)
+  llcuda_force(GGML_${_isa} OFF)
+endforeach()
 # No libgomp: auditwheel would graft it and, patching the file, drop our RPATHs into site-packages/nvidia.
 llcuda_force(GGML_OPENMP OFF)
 if(LLCUDA_CUDA_ARCHITECTURES)

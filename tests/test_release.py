@@ -187,7 +187,8 @@ def test_compare_wheels_reports_what_differs(tmp_path: Path) -> None:
     c = make("c", b"other", (2026, 11, 2, 0, 0, 0))
     report = compare_wheels(a, c)
     assert not report["identical"]
-    assert report["differences"] == [
-        {"entry": "llcuda_cpu/bin/libggml.so", "what": "content, timestamp"},
-        {"entry": "llcuda_cpu/build_info.json", "what": "timestamp"},
+    assert [(d["entry"], d["what"]) for d in report["differences"]] == [
+        ("llcuda_cpu/bin/libggml.so", "content, timestamp"),
+        ("llcuda_cpu/build_info.json", "timestamp"),
     ]
+    assert report["differences"][0]["diff"][-2:] == ["-same", "+other"]  # a text entry's change is shown
