@@ -246,6 +246,23 @@ def test_ctrl_c_during_a_real_load_leaves_nothing_running(tmp_path: Path, tiny_g
     assert servers_on(model) == []
 
 
+# ---------------------------------------------------------------- logs
+
+
+def test_more_than_10_mb_of_server_logs_never_stall_the_engine(engine: InferenceEngine, tiny_gguf: Path) -> None:
+    engine.load_model(tiny_gguf, ctx_size=512, silent=True, verbose=True, threads=2)  # --verbose: ~0.5 MB a request
+    log = engine.server.log_path
+    assert log is not None
+    slowest, deadline = 0.0, time.monotonic() + 180
+    while log.stat().st_size <= 10 * 1024 * 1024:
+        assert time.monotonic() < deadline, f"only {log.stat().st_size} bytes of log in 180 s"
+        result = engine.infer("Hello", max_tokens=64, temperature=0)
+        assert result.success
+        slowest = max(slowest, result.latency_ms)
+    assert slowest < 10_000  # every request answered promptly while the log grew
+    assert engine.server.is_running() and len(engine.server.log_tail(20).splitlines()) == 20
+
+
 # ---------------------------------------------------------------- load
 
 
