@@ -41,6 +41,18 @@ def backend_wheel(target: Target) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cpu_backend() -> None:
+    """The llcuda-cpu backend is installed in this interpreter (`nox -s tests` installs it from the wheelhouse)."""
+    import llcuda
+
+    if not any(b.target == "cpu" for b in llcuda.backends()):
+        msg = "llcuda-cpu is not installed here (`nox -s wheels -- cpu`, then `nox -s tests`)"
+        if "cpu" in required_wheels():
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama.gguf")
 

@@ -18,22 +18,11 @@ from pathlib import Path
 import pytest
 
 import llcuda
-from conftest import TARGETS, required_wheels
 from llcuda.engine import InferenceEngine
 from llcuda.errors import ServerCrashedError
 from tinymodel import write_tiny_llama
 
-pytestmark = pytest.mark.wheels
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cpu_backend() -> None:
-    if not any(b.target == "cpu" for b in llcuda.backends()):
-        msg = "llcuda-cpu is not installed here (`nox -s wheels -- cpu`, then `nox -s tests`)"
-        if "cpu" in required_wheels():
-            pytest.fail(msg)
-        pytest.skip(msg)
-    assert TARGETS["cpu"]
+pytestmark = [pytest.mark.wheels, pytest.mark.usefixtures("cpu_backend")]
 
 
 @pytest.fixture(scope="module")

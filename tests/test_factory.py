@@ -232,22 +232,6 @@ def test_named_source_dir_is_used_when_the_submodule_is_empty(tmp_path: Path, mo
 # ---------------------------------------------------------------- CMake settings and wheel metadata
 
 
-def test_cpu_settings_carry_no_cuda_and_a_shared_ccache_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tree = tmp_path / "llama"
-    (tree / "ggml").mkdir(parents=True)
-    (tree / "CMakeLists.txt").touch()
-    (tree / "ggml" / "CMakeLists.txt").touch()
-    monkeypatch.setattr(source, "SUBMODULE", tmp_path / "none")
-    out = tmp_path / "settings.cmake"
-    configure.write("cpu", tmp_path / "build" / "cpu", out, str(tree))
-    text = out.read_text()
-    assert f'set(LLCUDA_LLAMA_CPP_DIR "{tree}")' in text
-    assert 'set(LLCUDA_CUDA_ARCHITECTURES "")' in text
-    assert "LLCUDA_CUDA_COMPILER" not in text
-    base = next(line for line in text.splitlines() if "CCACHE_BASEDIR" in line)
-    assert base == f'set(LLCUDA_CCACHE_BASEDIR "{os.path.commonpath([tree, tmp_path / "build", REPO_ROOT])}")'
-
-
 @pytest.fixture
 def tiny_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     tree = tmp_path / "llama"
@@ -256,6 +240,18 @@ def tiny_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tree / "ggml" / "CMakeLists.txt").touch()
     monkeypatch.setattr(source, "SUBMODULE", tmp_path / "none")
     return tree
+
+
+def test_cpu_settings_carry_no_cuda_and_a_shared_ccache_base(tmp_path: Path, tiny_tree: Path) -> None:
+    tree = tiny_tree
+    out = tmp_path / "settings.cmake"
+    configure.write("cpu", tmp_path / "build" / "cpu", out, str(tree))
+    text = out.read_text()
+    assert f'set(LLCUDA_LLAMA_CPP_DIR "{tree}")' in text
+    assert 'set(LLCUDA_CUDA_ARCHITECTURES "")' in text
+    assert "LLCUDA_CUDA_COMPILER" not in text
+    base = next(line for line in text.splitlines() if "CCACHE_BASEDIR" in line)
+    assert base == f'set(LLCUDA_CCACHE_BASEDIR "{os.path.commonpath([tree, tmp_path / "build", REPO_ROOT])}")'
 
 
 def test_benchmark_builds_can_override_the_cuda_architectures(

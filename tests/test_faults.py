@@ -21,24 +21,13 @@ import gguf
 import numpy as np
 import pytest
 
-import llcuda
-from conftest import required_wheels
 from llcuda import server as server_mod
 from llcuda.engine import InferenceEngine
 from llcuda.errors import ModelError, ModelLoadError, ModelNotFoundError, PortInUseError, ServerCrashedError
 from llcuda.server import ServerManager
 from tinymodel import write_tiny_llama
 
-pytestmark = pytest.mark.wheels
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cpu_backend() -> None:
-    if not any(b.target == "cpu" for b in llcuda.backends()):
-        msg = "llcuda-cpu is not installed here (`nox -s wheels -- cpu`, then `nox -s tests`)"
-        if "cpu" in required_wheels():
-            pytest.fail(msg)
-        pytest.skip(msg)
+pytestmark = [pytest.mark.wheels, pytest.mark.usefixtures("cpu_backend")]
 
 
 def servers_on(path: Path | str) -> list[int]:
