@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
-import subprocess
 import threading
 import time
 import urllib.error
@@ -109,7 +107,9 @@ class InferenceEngine:
         )
 
     def _crashed(self, err: BaseException) -> ServerCrashedError:
-        code = self.server.process.poll() if self.server.process else None
+        # A dropped connection usually means a dying server: give it a moment to be reaped and to flush its
+        # last lines, so that the error reports its exit code and why.
+        code = self.server.wait_exit(timeout=1.0)
         tail = self.server.log_tail()
         state = f"exited with code {code}" if code is not None else "stopped answering"
         return ServerCrashedError(f"llama-server {state} during a request ({err})", log_tail=tail,
@@ -199,11 +199,7 @@ class InferenceEngine:
             raise RequestError(f"/completion: HTTP {err.code}: {err.read().decode(errors='replace')[:500]}") from err
         except (urllib.error.URLError, http.client.HTTPException, OSError, json.JSONDecodeError) as err:
             raise self._crashed(err) from err
-        # The stream ended without its final event: the server died or dropped the connection. Give a dying
-        # process a moment to be reaped, so the error can report its exit code.
-        if self.server.process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.server.process.wait(timeout=1)
+        # The stream ended without its final event: the server died or dropped the connection.
         raise self._crashed(ConnectionError("the stream ended without its final event"))
 
     def chat(self, messages: Sequence[dict[str, str]], max_tokens: int = 128, temperature: float = 0.7,

@@ -32,12 +32,13 @@ import urllib.request
 import weakref
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .discovery import child_env, find_llama_server, user_cache_dir
 from .errors import ModelLoadError, PortInUseError, ServerStartError
 
 LOOPBACK = "127.0.0.1"
+_Job = tuple["Future[subprocess.Popen[bytes]]", list[str], dict[str, Any]]
 _LIVE: weakref.WeakSet[ServerManager] = weakref.WeakSet()
 
 # (pattern in the server's output, plain-language cause, error class). The first match wins, so the specific
@@ -147,19 +148,21 @@ class _Launcher:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._pid = 0  # the process the thread runs in: a fork()ed child has no thread and starts its own
         self._libc: Any = None
 
     def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         with self._lock:
-            if self._thread is None:
-                if sys.platform.startswith("linux"):
+            if self._thread is None or self._pid != os.getpid():
+                if sys.platform.startswith("linux") and self._libc is None:
                     with contextlib.suppress(OSError):
                         self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
-                self._thread = threading.Thread(target=self._run, name="llcuda-launcher", daemon=True)
+                self._jobs = queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._run, args=(self._jobs,), name="llcuda-launcher",
+                                                daemon=True)  # fmt: skip
+                self._pid = os.getpid()
                 self._thread.start()
         job: Future[subprocess.Popen[bytes]] = Future()
         self._jobs.put((job, args, kwargs))
@@ -173,13 +176,14 @@ class _Launcher:
                     proc.wait()
             raise
 
-    def _run(self) -> None:
+    def _run(self, jobs: queue.SimpleQueue[_Job]) -> None:
         while True:
-            job, args, kwargs = self._jobs.get()
+            job, args, kwargs = jobs.get()
             if not job.set_running_or_notify_cancel():
                 continue
             try:
-                job.set_result(subprocess.Popen(args, preexec_fn=self._die_with_parent, **kwargs))  # noqa: PLW1509
+                popen = subprocess.Popen(args, preexec_fn=self._die_with_parent, **kwargs)  # noqa: PLW1509
+                job.set_result(cast("subprocess.Popen[bytes]", popen))  # no text=True: the pipes carry bytes
             except BaseException as err:  # reported to the caller
                 job.set_exception(err)
 
@@ -225,6 +229,18 @@ class ServerManager:
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code once the process has exited and its output is drained, or None if it still runs."""
+        if self.process is None:
+            return None
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if self._drain is not None:
+            self._drain.join(timeout=timeout)
+        return code
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(list(self._tail)[-lines:])
