@@ -49,8 +49,9 @@ def bundled(wheel: Path, deps: Path, package: str, out: Path) -> Path:
             with zipfile.ZipFile(nvidia) as zf:
                 for info in zf.infolist():
                     if _RUNTIME_LIBS.search(info.filename):
-                        name = f"{package}.libs/{info.filename.rsplit('/', 1)[1]}"
-                        dst.writestr(zipfile.ZipInfo(name, info.date_time), zf.read(info), compresslevel=6)
+                        graft = zipfile.ZipInfo(f"{package}.libs/{info.filename.rsplit('/', 1)[1]}", info.date_time)
+                        graft.compress_type = zipfile.ZIP_DEFLATED  # what auditwheel writes
+                        dst.writestr(graft, zf.read(info), compresslevel=6)
     return target
 
 

@@ -96,6 +96,7 @@ def offline_bundle(
 
     out = wheelhouse / f"offline-{'-'.join(names)}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=wheelhouse))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and shared
     try:
         args = ["--find-links", str(wheelhouse), "--find-links", str(wheelhouse / "deps")]
         if python_version:
