@@ -1,6 +1,6 @@
 """Build time per target, cold and warm, and against llama.cpp's own default CUDA arch list.
 
-    python benchmarks/build_times.py [--targets cpu cc50 cc75] [--default-arch-target cc75] [--out DIR]
+    python benchmarks/build_times.py [--targets cpu cc50 cc75] [--default-arch-target cc75] [--out DIR] [--merge]
 
 Each build configures the top-level CMakeLists.txt for one target in a new build directory and builds the
 wheel payload (what `nox -s wheels` compiles, without packaging):
@@ -12,7 +12,8 @@ wheel payload (what `nox -s wheels` compiles, without packaging):
 
 Both wall time and CPU time (user + system of every compiler process) are recorded: on a shared 2-core machine
 the CPU time is the steadier measure, and the ratio of the two builds is reported for both. This takes hours on
-2 cores; run it in the background (`nox -s bench -- build`). Results: build_times.json and build_times.md.
+2 cores; run it in the background (`nox -s bench -- build`). Results: build_times.json and build_times.md;
+with --merge, the targets already in build_times.json are kept, so the work can be split over several runs.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--default-arch-target", default="cc75", help="'' to skip the default-arch build")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench")
+    parser.add_argument("--merge", action="store_true", help="keep the results already in --out")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     pin = llama_cpp_pin()
@@ -118,6 +120,12 @@ def main() -> None:
         "llama_cpp": f"{pin.tag} {pin.commit[:12]}",
         "targets": {},
     }
+    previous = args.out / "build_times.json"
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text())
+        if old.get("llama_cpp") != result["llama_cpp"]:
+            parser.error(f"{previous} measured llama.cpp {old.get('llama_cpp')}, not {result['llama_cpp']}")
+        result = {**old, **{k: v for k, v in result.items() if k != "targets"}, "targets": old.get("targets", {})}
 
     def save() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
