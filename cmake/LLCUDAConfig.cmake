@@ -19,7 +19,9 @@ if(LLCUDA_LLAMA_CPP_SOURCE)
   list(APPEND _llcuda_args --source "${LLCUDA_LLAMA_CPP_SOURCE}")
 endif()
 if(LLCUDA_CUDA_ARCHITECTURES_OVERRIDE)
-  list(APPEND _llcuda_args --cuda-architectures "${LLCUDA_CUDA_ARCHITECTURES_OVERRIDE}")
+  # a CMake list ("75;90-real") would become several arguments: hand it over comma-separated
+  string(REPLACE ";" "," _llcuda_override "${LLCUDA_CUDA_ARCHITECTURES_OVERRIDE}")
+  list(APPEND _llcuda_args --cuda-architectures "${_llcuda_override}")
 endif()
 execute_process(
   COMMAND "${CMAKE_COMMAND}" -E env "PYTHONPATH=${PROJECT_SOURCE_DIR}/ci:$ENV{PYTHONPATH}"

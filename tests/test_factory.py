@@ -272,6 +272,21 @@ def test_benchmark_builds_can_override_the_cuda_architectures(
         configure.settings("cc75", build, str(tiny_tree), "50")
 
 
+def test_cmake_hands_a_list_override_to_the_factory_as_one_value(tmp_path: Path, tiny_tree: Path) -> None:
+    """-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE="75;90-real" is a CMake list; the factory must get all of it."""
+    if shutil.which("nvcc") is None and not Path("/usr/bin/nvcc").exists():
+        pytest.skip("needs a CUDA toolkit that targets sm_75 and sm_90")
+    build = tmp_path / "build"
+    proc = subprocess.run(
+        ["cmake", "-S", str(REPO_ROOT), "-B", str(build), "-DLLCUDA_TARGET=cc75",
+         f"-DLLCUDA_LLAMA_CPP_SOURCE={tiny_tree}", "-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE=75;90-real"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    settings = build / "llcuda-target.cmake"  # written before CMake reads the (empty) tiny tree
+    assert settings.exists(), proc.stderr
+    assert 'set(LLCUDA_CUDA_ARCHITECTURES "75;90-real")' in settings.read_text()
+
+
 @pytest.mark.parametrize(("target", "override", "message"), [
     ("cc75", "sm90", "invalid CUDA architectures 'sm90'"),
     ("cc75", ";", "invalid CUDA architectures ';'"),
