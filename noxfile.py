@@ -229,9 +229,13 @@ def reproduce(session: nox.Session) -> None:
             session.log(f"{target.name}: {report['summary']}")
             if not report["identical"]:
                 failed.append(target.name)
+                kept = WHEELHOUSE / "reproduce"  # the second wheel, to diff its files against the first
+                kept.mkdir(exist_ok=True)
+                shutil.copy2(second, kept / second.name)
         shutil.rmtree(second_build, ignore_errors=True)
         if failed:
-            session.error(f"not reproducible: {', '.join(failed)} (see wheelhouse/<target>.reproduce.json)")
+            session.error(f"not reproducible: {', '.join(failed)} (see wheelhouse/<target>.reproduce.json; "
+                          "the second wheels are in wheelhouse/reproduce/)")  # fmt: skip
 
 
 @nox.session
