@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -21,6 +22,12 @@ from tinymodel import write_tiny_llama  # noqa: E402
 
 WHEELHOUSE = Path(os.environ.get("LLCUDA_WHEELHOUSE", ROOT / "wheelhouse"))
 TARGETS = all_targets()
+
+# A test run started as a background job of a non-interactive shell (`cmd &`, nohup) has SIGINT ignored, and
+# every child would inherit that: the Ctrl-C tests would send SIGINT into the void. Catching it here makes the
+# children start with the default disposition, as they do from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def required_wheels() -> set[str]:
