@@ -8,7 +8,9 @@ wheel payload (what `nox -s wheels` compiles, without packaging):
 - cold: an empty ccache of its own, so nothing is reused, not even across targets;
 - warm: another new build directory on the now-filled ccache (what a rebuild after `git clean` costs);
 - default archs: the cc75 configuration with LLCUDA_CUDA_ARCHITECTURES_OVERRIDE=llama.cpp-default, i.e. the
-  CUDA arch list a hand build of the same llama.cpp commit with the same toolkit compiles, cold.
+  CUDA arch list a hand build of the same llama.cpp commit with the same toolkit compiles, cold. On 2 cores that
+  build takes hours; `--default-arch-sample K` measures instead every K-th CUDA file of ggml-cuda compiled with
+  both arch lists, one after the other without ccache, and scales the cold single-arch build by the ratio.
 
 Both wall time and CPU time (user + system of every compiler process) are recorded: on a shared 2-core machine
 the CPU time is the steadier measure, and the ratio of the two builds is reported for both. This takes hours on
@@ -23,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -78,6 +81,81 @@ def build(target: str, work: Path, ccache_dir: Path, *, override: str | None = N
     }
 
 
+class CompileFailed(Exception):
+    """A sampled compile failed; args[0] says which file, with which archs, and the errors."""
+
+
+def _cuda_compiles(build_dir: Path) -> dict[str, dict[str, Any]]:
+    """ggml-cuda's nvcc commands by source file, from the build's compile_commands.json."""
+    entries = json.loads((build_dir / "compile_commands.json").read_text())
+    compiles = {}
+    for entry in entries:
+        argv = shlex.split(entry["command"])
+        output = argv[argv.index("-o") + 1]  # CMake 3.25 writes no "output" key
+        if entry["file"].endswith(".cu") and "ggml-cuda" in output:
+            compiles[entry["file"]] = {**entry, "argv": argv, "output": output}
+    return compiles
+
+
+def sampled_default_arch(target: str, every: int, work: Path, archs: str) -> dict[str, Any]:
+    """Compile every ``every``-th ggml-cuda file with the target's arch list and with ``archs``.
+
+    A compile that fails (llama.cpp's default list may hold an arch the toolkit cannot build this commit for)
+    ends the run with its error, recorded under "default_arch_failure".
+    """
+    dirs, infos = {}, {}
+    for name, override in (("single", None), ("default", archs)):
+        build_dir = Path(tempfile.mkdtemp(prefix=f"{target}-{name}-", dir=work))
+        cmd = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+               f"-DLLCUDA_TARGET={target}", "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"]  # fmt: skip
+        if override:
+            cmd.append(f"-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE={override}")
+        subprocess.run(cmd, check=True, capture_output=True)
+        dirs[name] = build_dir
+        infos[name] = json.loads((build_dir / "build_info.json").read_text())["cuda"]["architectures"]
+    rows: list[dict[str, Any]] = []
+    try:
+        single, default = _cuda_compiles(dirs["single"]), _cuda_compiles(dirs["default"])
+        files = sorted(single)
+        sample = files[every // 2 :: every]
+        for source in sample:
+            times = {}
+            for name, entry in (("single", single[source]), ("default", default[source])):
+                argv = entry["argv"]
+                # Debian's nvcc finds ptxas and fatbinary through PATH, as the build's compiler launcher arranges.
+                env = {**os.environ, "PATH": f"{Path(argv[0]).parent}{os.pathsep}{os.environ['PATH']}"}
+                (Path(entry["directory"]) / entry["output"]).parent.mkdir(parents=True, exist_ok=True)
+                wall, cpu = time.perf_counter(), _children_cpu()
+                proc = subprocess.run(argv, cwd=entry["directory"], env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+                    raise CompileFailed({"archs": archs, "cuda_architectures": infos[name], "file": source,
+                                         "errors": errors[:5]})  # fmt: skip
+                times[name] = {"wall": time.perf_counter() - wall, "cpu": _children_cpu() - cpu}
+            rows.append({"file": Path(source).name, "single_cpu_s": round(times["single"]["cpu"], 1),
+                         "default_cpu_s": round(times["default"]["cpu"], 1)})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        for build_dir in dirs.values():
+            shutil.rmtree(build_dir)
+    single_cpu = sum(r["single_cpu_s"] for r in rows)
+    default_cpu = sum(r["default_cpu_s"] for r in rows)
+    return {
+        "target": target,
+        "archs": archs,
+        "cuda_architectures": infos["default"],
+        "single_architectures": infos["single"],
+        "cuda_files": len(files),
+        "sampled_files": len(rows),
+        "sample": rows,
+        "sample_single_cpu_s": round(single_cpu, 1),
+        "sample_default_cpu_s": round(default_cpu, 1),
+        "cuda_compile_ratio": round(default_cpu / single_cpu, 2),
+        # the CUDA files' share of the cold single-arch build, estimated from the sample's mean
+        "estimated_cuda_cpu_s": round(single_cpu / len(rows) * len(files), 1),
+    }
+
+
 def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
     return round(float(a[key]) / float(b[key]), 2)
 
@@ -97,6 +175,18 @@ def markdown(result: dict[str, Any]) -> str:
         rows.append(f"| {d['target']}, llama.cpp's default archs | {', '.join(d['cuda_architectures'])} | "
                     f"{d['build_s']:.0f} s / {d['build_cpu_s']:.0f} s | | |")  # fmt: skip
     text = "\n".join(rows) + "\n"
+    if "default_arch_sample" in result:
+        d = result["default_arch_sample"]
+        text += (f"\nllama.cpp's default arch list ({', '.join(d['cuda_architectures'])}) against "
+                 f"{d['target']}'s ({', '.join(d['single_architectures'])}), same commit and toolkit: "
+                 f"{d['sampled_files']} of the {d['cuda_files']} ggml-cuda files (every "
+                 f"{d['cuda_files'] // d['sampled_files']}th) compiled with both, without ccache: "
+                 f"{d['sample_default_cpu_s']:.0f} s against {d['sample_single_cpu_s']:.0f} s of CPU time, "
+                 f"{d['cuda_compile_ratio']}x.\n")  # fmt: skip
+        if "estimated_build_ratio" in d:
+            text += (f"Scaled to the whole cold {d['target']} build ({d['estimated_cuda_cpu_s']:.0f} s of its CPU "
+                     f"time are CUDA files): about {d['estimated_build_cpu_s']:.0f} s, "
+                     f"{d['estimated_build_ratio']}x the CPU time (an estimate, not a full build).\n")  # fmt: skip
     if "default_arch_ratio" in result:
         r = result["default_arch_ratio"]
         text += (f"\nDefault arch list over llcuda's single arch ({r['against']}), cold: {r['wall']}x wall time, "
@@ -111,6 +201,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--merge", action="store_true", help="keep the results already in --out")
+    parser.add_argument("--default-archs", default="llama.cpp-default",
+                        help="the arch list to compare with (default: llama.cpp's own for this toolkit)")  # fmt: skip
+    parser.add_argument("--default-arch-sample", type=int, metavar="K", default=0,
+                        help="instead of a full default-arch build, compile every K-th CUDA file twice")  # fmt: skip
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     pin = llama_cpp_pin()
@@ -140,7 +234,24 @@ def main() -> None:
         save()
         shutil.rmtree(cache)
         print(json.dumps(result["targets"][target]), flush=True)
-    if args.default_arch_target:
+    if args.default_arch_target and args.default_arch_sample:
+        t = args.default_arch_target
+        try:
+            sample = sampled_default_arch(t, args.default_arch_sample, args.work, args.default_archs)
+        except CompileFailed as failed:
+            result["default_arch_failure"] = failed.args[0]
+            save()
+            sys.exit(f"{args.default_archs} does not compile: {json.dumps(failed.args[0])}")
+        if t in result["targets"]:
+            cold_cpu = float(result["targets"][t]["cold"]["build_cpu_s"])
+            cuda_cpu = min(sample["estimated_cuda_cpu_s"], cold_cpu)
+            estimate = cold_cpu - cuda_cpu + cuda_cpu * sample["cuda_compile_ratio"]
+            sample["estimated_build_cpu_s"] = round(estimate, 1)
+            sample["estimated_build_ratio"] = round(estimate / cold_cpu, 2)
+        result["default_arch_sample"] = sample
+        save()
+        print(json.dumps({k: v for k, v in sample.items() if k != "sample"}), flush=True)
+    elif args.default_arch_target:
         cache = Path(tempfile.mkdtemp(prefix="ccache-default-", dir=args.work))
         t = args.default_arch_target
         result["default_arch"] = build(t, args.work, cache, override="llama.cpp-default")
