@@ -175,9 +175,15 @@ def markdown(result: dict[str, Any]) -> str:
         rows.append(f"| {d['target']}, llama.cpp's default archs | {', '.join(d['cuda_architectures'])} | "
                     f"{d['build_s']:.0f} s / {d['build_cpu_s']:.0f} s | | |")  # fmt: skip
     text = "\n".join(rows) + "\n"
+    if "default_arch_failure" in result:
+        f = result["default_arch_failure"]
+        error = f["errors"][0].split(": ", 1)[-1]
+        text += (f"\nllama.cpp's own default arch list for this toolkit ({', '.join(f['cuda_architectures'])}) "
+                 f"does not compile this commit: `{Path(f['file']).name}`: {error}\n")  # fmt: skip
     if "default_arch_sample" in result:
         d = result["default_arch_sample"]
-        text += (f"\nllama.cpp's default arch list ({', '.join(d['cuda_architectures'])}) against "
+        what = "llama.cpp's default arch list" if d["archs"] == "llama.cpp-default" else "The arch list"
+        text += (f"\n{what} {', '.join(d['cuda_architectures'])} against "
                  f"{d['target']}'s ({', '.join(d['single_architectures'])}), same commit and toolkit: "
                  f"{d['sampled_files']} of the {d['cuda_files']} ggml-cuda files (every "
                  f"{d['cuda_files'] // d['sampled_files']}th) compiled with both, without ccache: "
