@@ -117,6 +117,8 @@ def sampled_default_arch(target: str, every: int, work: Path, archs: str) -> dic
     try:
         single, default = _cuda_compiles(dirs["single"]), _cuda_compiles(dirs["default"])
         files = sorted(single)
+        if every > len(files):
+            raise SystemExit(f"--default-arch-sample {every}: ggml-cuda has only {len(files)} files")
         sample = files[every // 2 :: every]
         for source in sample:
             times = {}
@@ -212,6 +214,8 @@ def main() -> None:
     parser.add_argument("--default-arch-sample", type=int, metavar="K", default=0,
                         help="instead of a full default-arch build, compile every K-th CUDA file twice")  # fmt: skip
     args = parser.parse_args()
+    if args.default_arch_sample < 0:
+        parser.error("--default-arch-sample takes K >= 1 (every K-th file), or 0 for the full build")
     args.work.mkdir(parents=True, exist_ok=True)
     pin = llama_cpp_pin()
     result: dict[str, Any] = {
