@@ -240,7 +240,11 @@ def reproduce(session: nox.Session) -> None:
 
 @nox.session
 def offline(session: nox.Session) -> None:
-    """Write wheelhouse/offline-<targets>/ for air-gapped installs: `-- TARGET... [--python-version 3.12]`."""
+    """Write wheelhouse/offline-<targets>/ for air-gapped installs: `-- TARGET... [--python-version 3.12]`.
+
+    `--without-cuda-wheels` leaves NVIDIA's CUDA runtime wheels out (offline-<targets>-nocuda/), for machines that
+    have them already: Colab, Kaggle with internet off.
+    """
     args = list(session.posargs)
     extra: list[str] = []
     for flag in ("--python-version", "--platform"):
@@ -248,6 +252,9 @@ def offline(session: nox.Session) -> None:
             i = args.index(flag)
             extra += args[i : i + 2]
             del args[i : i + 2]
+    if "--without-cuda-wheels" in args:
+        args.remove("--without-cuda-wheels")
+        extra.append("--without-cuda-wheels")
     targets = _targets(session, args)
     if not targets:
         session.error("name the targets to bundle: `nox -s offline -- cc50` (or cc75, cpu, several)")

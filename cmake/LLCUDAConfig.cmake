@@ -6,6 +6,8 @@ set(LLCUDA_LLAMA_CPP_SOURCE "$ENV{LLCUDA_LLAMA_CPP_SOURCE}" CACHE PATH
 option(LLCUDA_CCACHE "Compile through ccache when it is installed" ON)
 set(LLCUDA_CUDA_ARCHITECTURES_OVERRIDE "" CACHE STRING
     "Benchmark builds only: CUDA archs instead of the target row's, or 'llama.cpp-default' for ggml's own list")
+set(LLCUDA_CUDA_VERSION_OVERRIDE "" CACHE STRING
+    "Benchmark builds only: the CUDA toolkit version (MAJOR.MINOR) to build with instead of the target row's")
 
 if(NOT LLCUDA_TARGET)
   message(FATAL_ERROR "LLCUDA_TARGET is not set: pass -DLLCUDA_TARGET=<target>, one of the rows of targets.toml")
@@ -22,6 +24,9 @@ if(LLCUDA_CUDA_ARCHITECTURES_OVERRIDE)
   # a CMake list ("75;90-real") would become several arguments: hand it over comma-separated
   string(REPLACE ";" "," _llcuda_override "${LLCUDA_CUDA_ARCHITECTURES_OVERRIDE}")
   list(APPEND _llcuda_args --cuda-architectures "${_llcuda_override}")
+endif()
+if(LLCUDA_CUDA_VERSION_OVERRIDE)
+  list(APPEND _llcuda_args --cuda-version "${LLCUDA_CUDA_VERSION_OVERRIDE}")
 endif()
 execute_process(
   COMMAND "${CMAKE_COMMAND}" -E env "PYTHONPATH=${PROJECT_SOURCE_DIR}/ci:$ENV{PYTHONPATH}"

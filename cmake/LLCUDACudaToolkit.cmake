@@ -22,6 +22,11 @@ endif()
 if(NOT LLCUDA_CUDA_ARCHITECTURES_FROM_GGML)
   set(CMAKE_CUDA_ARCHITECTURES ${LLCUDA_CUDA_ARCHITECTURES})
   enable_language(CUDA)
+  # A toolkit whose headers live in /usr/include (Debian's own 11.8): CMake drops that directory from the implicit
+  # include dirs, so CUDA::cudart would add `-isystem=/usr/include` and break libstdc++'s `#include_next <math.h>`
+  # ("math.h: No such file or directory"). Declaring the toolkit's include dirs implicit keeps them off the
+  # command line; nvcc finds its headers by itself.
+  list(APPEND CMAKE_CUDA_IMPLICIT_INCLUDE_DIRECTORIES ${CMAKE_CUDA_TOOLKIT_INCLUDE_DIRECTORIES})
 endif()
 # Benchmark build (LLCUDA_CUDA_ARCHITECTURES_OVERRIDE=llama.cpp-default): ggml-cuda enables CUDA itself and
 # picks its own default arch list; enabling it here would first fix the archs to the compiler's default.

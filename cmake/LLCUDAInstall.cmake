@@ -71,7 +71,24 @@ if(_archs_json)
   set(_archs_json "\"${_archs_json}\"")
 endif()
 string(REPLACE ";" "\", \"" _backends_json "${LLCUDA_BACKENDS}")
+# Where the NVIDIA runtime wheels put their libraries (relative to site-packages) and which wheels those are.
+set(_lib_dirs_json "")
+set(_wheels_json "")
+if(TARGET ggml-cuda)
+  string(REPLACE ";" "\", \"" _lib_dirs_json "\"${LLCUDA_CUDA_RPATH_DIRS}\"")
+  string(REPLACE ";" "\", \"" _wheels_json "\"${LLCUDA_CUDA_RUNTIME_WHEELS}\"")
+endif()
 configure_file("${PROJECT_SOURCE_DIR}/cmake/build_info.json.in" "${CMAKE_BINARY_DIR}/build_info.json" @ONLY)
 configure_file("${PROJECT_SOURCE_DIR}/cmake/backend__init__.py.in" "${CMAKE_BINARY_DIR}/__init__.py" @ONLY)
+if(TARGET ggml-cuda)
+  # The oldest driver that runs the built fatbin (SASS and PTX-JIT paths), read from the library itself after the
+  # build and written into build_info.json before it is installed.
+  install(
+    CODE "execute_process(COMMAND \"${CMAKE_COMMAND}\" -E env \"PYTHONPATH=${PROJECT_SOURCE_DIR}/ci\"
+            \"${Python_EXECUTABLE}\" -m llcuda_factory driver-floor \"$<TARGET_FILE:ggml-cuda>\"
+            --cuda-major ${CUDAToolkit_VERSION_MAJOR} --cuobjdump \"${LLCUDA_CUDA_BIN_DIR}/cuobjdump\"
+            --build-info \"${CMAKE_BINARY_DIR}/build_info.json\" COMMAND_ERROR_IS_FATAL ANY)"
+    COMPONENT llcuda)
+endif()
 install(FILES "${CMAKE_BINARY_DIR}/build_info.json" "${CMAKE_BINARY_DIR}/__init__.py"
         DESTINATION "${LLCUDA_PACKAGE}" COMPONENT llcuda)

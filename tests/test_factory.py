@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -62,7 +63,8 @@ def test_submodule_gitlink_is_pinned_to_the_tables_commit() -> None:
 
 
 def fake_toolkit(root: Path, version: str, archs: list[int], *, cublas: bool = True) -> Path:
-    """A directory that looks like a CUDA toolkit to the factory: bin/nvcc, bin/ptxas, cuBLAS headers."""
+    """A directory that looks like a CUDA toolkit to the factory: bin/nvcc, bin/ptxas, cuBLAS headers, and the
+    versioned cudart/cuBLAS libraries a build links (``libcudart.so -> libcudart.so.X.Y.127``)."""
     (root / "bin").mkdir(parents=True)
     nvcc = root / "bin" / "nvcc"
     arch_lines = "\\n".join(f"compute_{a}" for a in archs)
@@ -73,13 +75,19 @@ def fake_toolkit(root: Path, version: str, archs: list[int], *, cublas: bool = T
     )
     nvcc.chmod(nvcc.stat().st_mode | stat.S_IEXEC)
     (root / "bin" / "ptxas").touch()
+    major = version.split(".", maxsplit=1)[0]
+    lib = root / "lib64"
+    lib.mkdir()
+    (lib / f"libcudart.so.{version}.127").touch()
+    (lib / "libcudart.so").symlink_to(f"libcudart.so.{version}.127")
     if cublas:
         (root / "include").mkdir()
         (root / "include" / "cublas_v2.h").touch()
-        major = version.split(".", maxsplit=1)[0]
         (root / "include" / "cublas_api.h").write_text(
             f"#define CUBLAS_VER_MAJOR {major}\n#define CUBLAS_VER_MINOR 9\n"
         )
+        (lib / f"libcublas.so.{major}.9.5.8").touch()
+        (lib / "libcublas.so").symlink_to(f"libcublas.so.{major}.9.5.8")
     return nvcc
 
 
@@ -96,63 +104,149 @@ def no_system_toolkits(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 CUDA13_ARCHS = [75, 80, 86, 87, 88, 89, 90, 100, 110, 120]
+CUDA12_ARCHS = [50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90]
 CUDA118_ARCHS = [35, 37, 50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90]
+CUDA_ROWS = [t for t in all_targets().values() if t.is_cuda]
 
 
-def test_cc50_with_only_cuda13_says_what_to_install(no_system_toolkits: Path, tmp_path: Path) -> None:
+def test_every_cuda_row_names_one_exact_toolkit_version() -> None:
+    assert CUDA_ROWS
+    for target in CUDA_ROWS:
+        assert target.cuda is not None and target.cuda_version == tuple(int(x) for x in target.cuda.split("."))
+    assert all(t.cuda is None for t in all_targets().values() if not t.is_cuda)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ('cuda_architectures = ["50"]\nmax_wheel_mb = 60\n', "must name its toolkit version exactly"),
+        ('cuda_architectures = ["50"]\ncuda = "12"\nmax_wheel_mb = 60\n', "must name its toolkit version exactly"),
+        ('cuda_architectures = []\ncuda = "12.4"\nmax_wheel_mb = 60\n', "has no cuda_architectures but names"),
+    ],
+)
+def test_a_row_without_a_proper_toolkit_version_is_refused(tmp_path: Path, row: str, message: str) -> None:
+    table = tmp_path / "targets.toml"
+    table.write_text(f'[targets.x]\ndescription = "x"\n{row}')
+    with pytest.raises(FactoryError, match=message):
+        all_targets(table)
+
+
+@pytest.mark.parametrize("target", CUDA_ROWS, ids=lambda t: t.name)
+def test_the_rows_version_wins_over_older_and_newer_toolkits(
+    target: Target, no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA 13 first on PATH (as on this machine kind), an older and a newer 12.x beside the row's version."""
+    new = fake_toolkit(tmp_path / "cuda-13.0", "13.0", CUDA13_ARCHS, cublas=False)
+    monkeypatch.setenv("PATH", f"{new.parent}:{os.environ['PATH']}")
+    assert target.cuda is not None
+    for version in ("11.8", "12.9", target.cuda):
+        fake_toolkit(tmp_path / f"tk-{version}", version, CUDA118_ARCHS)
+    toolkit.SEARCH.append(str(tmp_path / "tk-*" / "bin" / "nvcc"))
+    tk = toolkit.select(target)
+    assert tk.version == target.cuda_version
+    assert tk.root == tmp_path / f"tk-{target.cuda}"
+
+
+def test_without_the_rows_version_the_error_lists_what_was_found_and_how_to_install(
+    no_system_toolkits: Path, tmp_path: Path
+) -> None:
+    target = CUDA_ROWS[0]
     fake_toolkit(tmp_path / "cuda-13.0", "13.0", CUDA13_ARCHS)
+    fake_toolkit(tmp_path / "cuda-11.8", "11.8", CUDA118_ARCHS)
     toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
     with pytest.raises(FactoryError) as err:
-        toolkit.select(get_target("cc50"))
-    assert "CUDA 13 dropped compute capability 5.0; install a CUDA 11.8–12.9 toolkit: " in str(err.value)
-    assert toolkit.INSTALL_HINT in str(err.value)
+        toolkit.select(target)
+    text = str(err.value)
+    assert f"target {target.name} is built with CUDA {target.cuda} (targets.toml)" in text
+    assert f"CUDA 13.0, not the {target.cuda}" in text and f"CUDA 11.8, not the {target.cuda}" in text
+    assert text.rstrip().endswith(f"Install it: {toolkit.INSTALL_HINT}")
+
+
+def test_a_cuda_11_8_variant_takes_one_edited_row(no_system_toolkits: Path, tmp_path: Path) -> None:
+    """Editing a row's `cuda` moves everything that follows the CUDA major: toolkit, wheels, excludes, RUNPATHs."""
+    from llcuda_factory import repair
+
+    variant = dataclasses.replace(get_target("cc50"), cuda="11.8")
+    fake_toolkit(tmp_path / "debian", "11.8", CUDA118_ARCHS)
+    fake_toolkit(tmp_path / "cuda-12.4", "12.4", CUDA12_ARCHS)
+    toolkit.SEARCH.append(str(tmp_path / "*" / "bin" / "nvcc"))
+    tk = toolkit.select(variant)
+    assert tk.version == (11, 8)
+    assert toolkit.wheel_dependencies(tk) == ["nvidia-cuda-runtime-cu11>=11.8.127", "nvidia-cublas-cu11>=11.9.5.8"]
+    assert repair.excludes(variant) == ["libcuda.so.1", "libcudart.so.11.0", "libcublas.so.11", "libcublasLt.so.11"]
+    assert repair.excludes(get_target("cc50")) == [
+        "libcuda.so.1",
+        "libcudart.so.12",
+        "libcublas.so.12",
+        "libcublasLt.so.12",
+    ]
+    assert toolkit.runtime_wheels(11).driver_floor == "450.80.02"
+
+
+def test_a_row_naming_a_toolkit_that_dropped_its_arch_is_a_table_error(no_system_toolkits: Path) -> None:
+    bad = dataclasses.replace(get_target("cc50"), cuda="13.0")
+    with pytest.raises(FactoryError, match=r"names CUDA 13.0, but CUDA 13 dropped compute capability 5.0"):
+        toolkit.select(bad)
 
 
 def test_no_toolkit_at_all_fails_before_compiling(no_system_toolkits: Path) -> None:
-    with pytest.raises(FactoryError, match=r"needs a CUDA toolkit and no nvcc was found.*install-cuda-toolkit"):
+    with pytest.raises(FactoryError, match=r"is built with CUDA 12\.\d+ \(targets.toml\) and no nvcc was found"):
         toolkit.select(get_target("cc75"))
-
-
-def test_cuda13_first_on_path_still_builds_with_cuda118(
-    no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Debian 12 with CUDA 13 first on PATH: the factory must pick Debian's 11.8 (oldest able, with cuBLAS)."""
-    new = fake_toolkit(tmp_path / "cuda-13.0", "13.0", CUDA13_ARCHS, cublas=False)
-    fake_toolkit(tmp_path / "debian", "11.8", CUDA118_ARCHS)
-    monkeypatch.setenv("PATH", f"{new.parent}:{os.environ['PATH']}")
-    toolkit.SEARCH.append(str(tmp_path / "debian" / "bin" / "nvcc"))
-    for name in ("cc50", "cc75"):
-        tk = toolkit.select(get_target(name))
-        assert tk.version == (11, 8)
-        assert tk.root == tmp_path / "debian"
-        assert tk.bin_dir == tmp_path / "debian" / "bin"
 
 
 def test_toolkit_without_cublas_is_refused(no_system_toolkits: Path, tmp_path: Path) -> None:
-    fake_toolkit(tmp_path / "cuda-12.4", "12.4", CUDA118_ARCHS, cublas=False)
+    target = CUDA_ROWS[0]
+    assert target.cuda is not None
+    fake_toolkit(tmp_path / "cuda-x", target.cuda, CUDA118_ARCHS, cublas=False)
     toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
     with pytest.raises(FactoryError, match="has no cuBLAS headers"):
-        toolkit.select(get_target("cc75"))
+        toolkit.select(target)
 
 
 def test_explicit_cuda_home_is_the_only_candidate(
     no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_toolkit(tmp_path / "a", "12.4", CUDA118_ARCHS)
+    target = CUDA_ROWS[0]
+    assert target.cuda is not None
+    fake_toolkit(tmp_path / "a", target.cuda, CUDA118_ARCHS)
     fake_toolkit(tmp_path / "b", "11.8", CUDA118_ARCHS)
-    toolkit.SEARCH.append(str(tmp_path / "b" / "bin" / "nvcc"))
+    toolkit.SEARCH.append(str(tmp_path / "a" / "bin" / "nvcc"))
+    monkeypatch.setenv("LLCUDA_CUDA_HOME", str(tmp_path / "b"))
+    with pytest.raises(FactoryError, match=f"CUDA 11.8, not the {target.cuda}"):
+        toolkit.select(target)
     monkeypatch.setenv("LLCUDA_CUDA_HOME", str(tmp_path / "a"))
-    assert toolkit.select(get_target("cc50")).version == (12, 4)
+    assert toolkit.select(target).root == tmp_path / "a"
 
 
-def test_wheel_dependencies_follow_the_toolkit_major(no_system_toolkits: Path, tmp_path: Path) -> None:
+def test_wheel_dependencies_are_at_least_the_linked_libraries(no_system_toolkits: Path, tmp_path: Path) -> None:
     for version, major in (("11.8", "11"), ("12.4", "12")):
         tk = toolkit.probe(fake_toolkit(tmp_path / version, version, CUDA118_ARCHS))
         assert tk is not None
+        assert (tk.cudart_release, tk.cublas_release) == (f"{version}.127", f"{major}.9.5.8")
         assert toolkit.wheel_dependencies(tk) == [
-            f"nvidia-cuda-runtime-cu{major}>={version}",
-            f"nvidia-cublas-cu{major}>={major}.9",
+            f"nvidia-cuda-runtime-cu{major}>={version}.127",
+            f"nvidia-cublas-cu{major}>={major}.9.5.8",
         ]
+
+
+def test_the_installer_reads_its_versions_from_the_table() -> None:
+    """ci/install-cuda-toolkit.sh installs what `llcuda_factory toolkits` prints: one line per table version."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "ci")}
+    out = subprocess.run([sys.executable, "-m", "llcuda_factory", "toolkits"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    want = sorted({t.cuda for t in CUDA_ROWS if t.cuda})
+    assert sorted(line.split()[0] for line in out.stdout.splitlines()) == want
+    for line in out.stdout.splitlines():
+        version, prefix = line.split()
+        assert prefix == str(toolkit.TOOLKITS_DIR / f"cuda-{version}")
+        assert str(toolkit.TOOLKITS_DIR / "cuda-*" / "usr" / "bin" / "nvcc") in toolkit.SEARCH
+    script = (REPO_ROOT / "ci" / "install-cuda-toolkit.sh").read_text()
+    for version in want:  # every version the table names has pinned Debian packages
+        assert f"DEBIAN_PINS_{version.replace('.', '_')}=" in script
+    cpu = subprocess.run(
+        [sys.executable, "-m", "llcuda_factory", "toolkits", "--target", "cpu"], env=env, capture_output=True, text=True
+    )
+    assert cpu.returncode == 0 and cpu.stdout == ""
 
 
 def fake_gxx(bin_dir: Path, name: str, major: int) -> None:
@@ -258,18 +352,27 @@ def test_benchmark_builds_can_override_the_cuda_architectures(
     no_system_toolkits: Path, tmp_path: Path, tiny_tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CXX", shutil.which("g++", path="/usr/bin:/bin") or "g++")
+    cc75 = get_target("cc75")
+    assert cc75.cuda is not None
+    fake_toolkit(tmp_path / "cuda-x", cc75.cuda, [a for a in CUDA12_ARCHS if a >= 60])
     fake_toolkit(tmp_path / "cuda-13.0", "13.0", CUDA13_ARCHS)
     toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
     build = tmp_path / "build"
     row = configure.settings("cc75", build, str(tiny_tree))
+    assert row["LLCUDA_CUDA_VERSION"] == cc75.cuda
     assert (row["LLCUDA_CUDA_ARCHITECTURES"], row["LLCUDA_CUDA_ARCHITECTURES_FROM_GGML"]) == ("75", "OFF")
     native = configure.settings("cc75", build, str(tiny_tree), "90")
     assert (native["LLCUDA_CUDA_ARCHITECTURES"], native["LLCUDA_CUDA_ARCHITECTURES_FROM_GGML"]) == ("90", "OFF")
     ggml = configure.settings("cc75", build, str(tiny_tree), configure.LLAMA_CPP_DEFAULT)
     assert ggml["LLCUDA_CUDA_ARCHITECTURES_FROM_GGML"] == "ON"
-    # The override's archs are checked against the toolkit like a row's: CUDA 13 cannot build sm_50.
-    with pytest.raises(FactoryError, match=r"CUDA 13 dropped compute capability 5\.0"):
+    # The override's archs are checked against the toolkit like a row's.
+    with pytest.raises(FactoryError, match=r"cannot target compute capability 5\.0"):
         configure.settings("cc75", build, str(tiny_tree), "50")
+    # A GPU machine's own toolkit, for a benchmark build only.
+    other = configure.settings("cc75", build, str(tiny_tree), "90", cuda_version="13.0")
+    assert other["LLCUDA_CUDA_VERSION"] == "13.0"
+    with pytest.raises(FactoryError, match="invalid CUDA version"):
+        configure.settings("cc75", build, str(tiny_tree), cuda_version="13")
 
 
 def test_cmake_hands_a_list_override_to_the_factory_as_one_value(tmp_path: Path, tiny_tree: Path) -> None:
@@ -307,10 +410,17 @@ def test_metadata_of_the_cpu_wheel_has_no_cuda_dependencies() -> None:
 
 
 def test_metadata_of_a_cuda_wheel_names_the_toolkits_runtime_wheels(no_system_toolkits: Path, tmp_path: Path) -> None:
+    cc50 = get_target("cc50")
+    assert cc50.cuda is not None
+    major = cc50.cuda_version[0]
     fake_toolkit(tmp_path / "cuda-11.8", "11.8", CUDA118_ARCHS)
+    fake_toolkit(tmp_path / "cuda-row", cc50.cuda, CUDA12_ARCHS)
     toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
     meta = metadata.dynamic_metadata({"target": "cc50"}, {})
-    assert meta["dependencies"] == ["nvidia-cuda-runtime-cu11>=11.8", "nvidia-cublas-cu11>=11.9"]
+    assert meta["dependencies"] == [
+        f"nvidia-cuda-runtime-cu{major}>={cc50.cuda}.127",
+        f"nvidia-cublas-cu{major}>={major}.9.5.8",
+    ]
 
 
 def test_runtime_extras_are_generated_from_the_table() -> None:

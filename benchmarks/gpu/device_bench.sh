@@ -55,7 +55,9 @@ model_pid=$!
 
 if [ -z "$PREBUILT" ]; then
     stamp "configure cc75 and cc75-for-sm_$NATIVE"
-    cfg() { cmake -S . -B "$W/$1" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLCUDA_TARGET="$TARGET" "${@:2}" >"$W/logs/configure-$1.log" 2>&1; }
+    # The GPU machine has its own toolkit, not the row's: build the configuration with it (benchmark builds only).
+    CUDA_HERE=$(nvcc --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
+    cfg() { cmake -S . -B "$W/$1" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLCUDA_TARGET="$TARGET" -DLLCUDA_CUDA_VERSION_OVERRIDE="$CUDA_HERE" "${@:2}" >"$W/logs/configure-$1.log" 2>&1; }
     cfg b75 || { tail -n 30 "$W/logs/configure-b75.log"; exit 1; }
     if [ "$TARGET" != cpu ]; then
         cfg bnative -DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE="$NATIVE" || { tail -n 30 "$W/logs/configure-bnative.log"; exit 1; }

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from . import configure, source, toolkit
 from .errors import FactoryError
-from .targets import all_targets, get_target
+from .targets import all_targets, cuda_versions, get_target
 
 
 def _cmd_configure(args: argparse.Namespace) -> None:
-    configure.write(args.target, Path(args.binary_dir), Path(args.out), args.source, args.cuda_architectures)
+    configure.write(
+        args.target, Path(args.binary_dir), Path(args.out), args.source, args.cuda_architectures, args.cuda_version
+    )
 
 
 def _cmd_source(args: argparse.Namespace) -> None:
@@ -43,8 +45,34 @@ def _cmd_toolkit(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_toolkits(args: argparse.Namespace) -> None:
+    """What ci/install-cuda-toolkit.sh installs: "VERSION PREFIX" per CUDA version of the table (or one row)."""
+    if args.target:
+        target = get_target(args.target)
+        versions = [target.cuda] if target.cuda else []
+    else:
+        versions = cuda_versions()
+    for version in versions:
+        print(version, toolkit.TOOLKITS_DIR / f"cuda-{version}")
+
+
+def _cmd_driver_floor(args: argparse.Namespace) -> None:
+    """Read the built libggml-cuda.so's fatbin; print its driver floors, and add them to a build_info.json."""
+    from . import fatbin
+
+    floor = toolkit.runtime_wheels(args.cuda_major).driver_floor
+    cuobjdump = Path(args.cuobjdump) if args.cuobjdump else None
+    report = fatbin.driver_floors(Path(args.library), floor, cuobjdump)
+    if args.build_info:
+        info_file = Path(args.build_info)
+        info = json.loads(info_file.read_text())
+        info["driver"] = report
+        info_file.write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
 def _cmd_matrix(args: argparse.Namespace) -> None:
-    rows = [{"target": t.name, "cuda": t.is_cuda} for t in all_targets().values()]
+    rows = [{"target": t.name, "cuda": t.cuda or ""} for t in all_targets().values()]
     print(json.dumps({"include": rows}))
 
 
@@ -71,7 +99,11 @@ def _cmd_offline(args: argparse.Namespace) -> None:
 
     targets = [get_target(t) for t in args.targets]
     out = wheelhouse.offline_bundle(
-        targets, Path(args.wheelhouse), python_version=args.python_version, platform=args.platform
+        targets,
+        Path(args.wheelhouse),
+        python_version=args.python_version,
+        platform=args.platform,
+        without_cuda_wheels=args.without_cuda_wheels,
     )
     files = sorted(out.iterdir())
     total = sum(f.stat().st_size for f in files)
@@ -125,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="benchmark builds only: these archs instead of the row's, or 'llama.cpp-default'",
     )
+    p.add_argument("--cuda-version", default=None, help="benchmark builds only: this toolkit instead of the row's")
     p.set_defaults(func=_cmd_configure)
     p = sub.add_parser("source", help="print (fetching if needed) the llama.cpp tree to build")
     p.add_argument("--no-fetch", action="store_true")
@@ -132,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("toolkit", help="show the CUDA toolkit a target would build with")
     p.add_argument("--target", required=True)
     p.set_defaults(func=_cmd_toolkit)
+    p = sub.add_parser("toolkits", help="print the CUDA versions the table builds with and their install prefixes")
+    p.add_argument("--target", default=None, help="only this row's version")
+    p.set_defaults(func=_cmd_toolkits)
+    p = sub.add_parser("driver-floor", help="the oldest NVIDIA driver that runs a built CUDA library")
+    p.add_argument("library")
+    p.add_argument("--cuda-major", type=int, required=True, help="the CUDA major the library was built with")
+    p.add_argument("--cuobjdump", default=None, help="the toolkit's cuobjdump (to read compressed PTX)")
+    p.add_argument("--build-info", default=None, help="a build_info.json to record the floors in")
+    p.set_defaults(func=_cmd_driver_floor)
     p = sub.add_parser("matrix", help="print the CI build matrix from targets.toml")
     p.set_defaults(func=_cmd_matrix)
     p = sub.add_parser("repair", help="auditwheel-repair a raw wheel with the CUDA excludes")
@@ -151,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wheelhouse", default="wheelhouse")
     p.add_argument("--python-version", default=None, help="another interpreter's, e.g. 3.12 (pip download)")
     p.add_argument("--platform", default=None, help="another platform tag (pip download --platform)")
+    p.add_argument(
+        "--without-cuda-wheels",
+        action="store_true",
+        help="leave out NVIDIA's CUDA runtime wheels (for Colab, Kaggle: they have their own)",
+    )
     p.set_defaults(func=_cmd_offline)
     p = sub.add_parser("compare", help="compare two builds of a wheel (reproducibility)")
     p.add_argument("first")

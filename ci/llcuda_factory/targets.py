@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,15 @@ class Target:
     cuda_architectures: tuple[str, ...]
     max_wheel_mb: float
     cmake: dict[str, str] = field(default_factory=dict)
+    cuda: str | None = None  # the exact CUDA toolkit version ("12.4") of a CUDA row
+
+    @property
+    def cuda_version(self) -> tuple[int, int]:
+        """The row's toolkit version as (major, minor); only for CUDA rows (the table check guarantees one)."""
+        if self.cuda is None:
+            raise FactoryError(f"target {self.name} has no CUDA toolkit version")
+        major, minor = self.cuda.split(".")
+        return int(major), int(minor)
 
     @property
     def is_cuda(self) -> bool:
@@ -87,9 +97,31 @@ def all_targets(path: Path = TABLE) -> dict[str, Target]:
             cuda_architectures=tuple(str(a) for a in row.get("cuda_architectures", [])),
             max_wheel_mb=float(row["max_wheel_mb"]),
             cmake={str(k): str(v) for k, v in row.get("cmake", {}).items()},
+            cuda=_cuda_version(name, row),
         )
         for name, row in rows.items()
     }
+
+
+def _cuda_version(name: str, row: dict[str, Any]) -> str | None:
+    """A CUDA row must name its toolkit as "MAJOR.MINOR"; a CPU row must not name one."""
+    value = row.get("cuda")
+    if not row.get("cuda_architectures"):
+        if value is not None:
+            raise FactoryError(f"targets.toml: target {name} has no cuda_architectures but names cuda = {value!r}")
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"\d+\.\d+", value):
+        raise FactoryError(
+            f"targets.toml: CUDA target {name} must name its toolkit version exactly, "
+            f'e.g. cuda = "12.4" (got {value!r})'
+        )
+    return value
+
+
+def cuda_versions(path: Path = TABLE) -> list[str]:
+    """Every CUDA toolkit version the table builds with, oldest first."""
+    found = {t.cuda for t in all_targets(path).values() if t.cuda}
+    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
 def get_target(name: str, path: Path = TABLE) -> Target:

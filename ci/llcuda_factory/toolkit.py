@@ -1,15 +1,18 @@
-"""Pick a CUDA toolkit that can compile a target, and say exactly why when none can.
+"""Find the CUDA toolkit a target's row names, and say exactly why when it is not there.
 
-The choice is explicit and checked before anything compiles:
+Each CUDA row of ``targets.toml`` names its toolkit version (``cuda = "12.4"``). The factory builds with a
+toolkit of exactly that version, checked before anything compiles:
 
 - ``LLCUDA_CUDA_HOME`` (or ``CUDAToolkit_ROOT``) names the only toolkit to consider;
-- otherwise every nvcc found (PATH, ``/usr/local/cuda*``, Debian's ``/usr/bin``) is a candidate, and the
-  *oldest* one that lists every target architecture and ships cuBLAS wins. Oldest, because a wheel built with
-  CUDA 11.8 runs on drivers >= 450.80 while CUDA 12 needs >= 525 and CUDA 13 needs >= 580: the laptops and the
-  Colab/Kaggle T4s we serve have old drivers.
+- otherwise every nvcc found is a candidate: PATH, the prefixes ``ci/install-cuda-toolkit.sh`` unpacks into
+  (``/opt/llcuda/cuda-X.Y/usr``), NVIDIA's ``/usr/local/cuda*`` and Debian's ``/usr/bin``.
 
-Debian's ``nvidia-cuda-toolkit`` calls ``ptxas`` through PATH, so the build must put :attr:`Toolkit.bin_dir`
-first on PATH for every nvcc call (cmake/LLCUDACudaToolkit.cmake does). CUDA 11.8 also needs ``g++ <= 11``.
+Debian's nvcc calls ``ptxas`` through PATH, so the build puts :attr:`Toolkit.bin_dir` first on PATH for every
+nvcc call (cmake/LLCUDACudaToolkit.cmake does).
+
+:data:`RUNTIME_WHEELS` is the one table of how a CUDA major's runtime reaches a backend wheel: NVIDIA's PyPI
+wheels (the Requires-Dist), the folders they unpack to (the RUNPATHs, and the runtime's fallback search), the
+sonames auditwheel must not graft, and the driver that CUDA minor-version compatibility needs.
 """
 
 from __future__ import annotations
@@ -26,10 +29,61 @@ from .errors import FactoryError
 from .targets import Target
 
 INSTALL_HINT = "sudo bash ci/install-cuda-toolkit.sh"
+# Where ci/install-cuda-toolkit.sh unpacks toolkits from distribution packages: <dir>/cuda-X.Y/usr/bin/nvcc.
+TOOLKITS_DIR = Path("/opt/llcuda")
 ENV_HOME = ("LLCUDA_CUDA_HOME", "CUDAToolkit_ROOT")
 
 # Newest GCC major each CUDA release accepts as host compiler (NVIDIA's installation guides).
 _MAX_GCC = [((13, 0), 15), ((12, 8), 14), ((12, 4), 13), ((12, 0), 12), ((11, 5), 11), ((11, 0), 10)]
+
+
+@dataclass(frozen=True)
+class RuntimeWheels:
+    """How the CUDA runtime of one major version reaches a backend wheel: NVIDIA's PyPI wheels, never bundled."""
+
+    cudart: str  # distribution providing libcudart
+    cublas: str  # distribution providing libcublas and libcublasLt
+    lib_dirs: tuple[str, ...]  # where they unpack, relative to site-packages (RUNPATHs point there)
+    sonames: tuple[str, ...]  # what libggml-cuda.so needs from them (auditwheel never grafts these)
+    driver_floor: str  # the oldest driver that runs this major's runtime (minor-version compatibility)
+
+
+# NVIDIA's CUDA compatibility guide (minor-version compatibility floors, Linux x86_64). CUDA 13's wheels drop
+# the -cuXX suffix and unpack into nvidia/cu13/lib.
+RUNTIME_WHEELS = {
+    11: RuntimeWheels(
+        "nvidia-cuda-runtime-cu11",
+        "nvidia-cublas-cu11",
+        ("nvidia/cuda_runtime/lib", "nvidia/cublas/lib"),
+        ("libcudart.so.11.0", "libcublas.so.11", "libcublasLt.so.11"),
+        "450.80.02",
+    ),
+    12: RuntimeWheels(
+        "nvidia-cuda-runtime-cu12",
+        "nvidia-cublas-cu12",
+        ("nvidia/cuda_runtime/lib", "nvidia/cublas/lib"),
+        ("libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12"),
+        "525.60.13",
+    ),
+    13: RuntimeWheels(
+        "nvidia-cuda-runtime",
+        "nvidia-cublas",
+        ("nvidia/cu13/lib",),
+        ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13"),
+        "580.65.06",
+    ),
+}
+# The driver never grafted into a wheel, whatever the major.
+DRIVER_SONAME = "libcuda.so.1"
+
+
+def runtime_wheels(major: int) -> RuntimeWheels:
+    try:
+        return RUNTIME_WHEELS[major]
+    except KeyError:
+        known = ", ".join(f"{m}.x" for m in sorted(RUNTIME_WHEELS))
+        raise FactoryError(f"CUDA {major}: no PyPI runtime wheels are mapped (known: {known})") from None
+
 
 # The last toolkit major that can still target each architecture family (NVIDIA's arch support matrix).
 _LAST_MAJOR_FOR_ARCH = {50: 12, 52: 12, 53: 12, 60: 12, 61: 12, 62: 12, 70: 12, 72: 12}
@@ -44,6 +98,9 @@ class Toolkit:
     archs: frozenset[int]
     cublas_version: tuple[int, int] | None
     cuobjdump: Path | None
+    # Full versions of the libraries a build links ("12.4.127", "12.4.5.8"), from their file names.
+    cudart_release: str | None = None
+    cublas_release: str | None = None
 
     @property
     def version_str(self) -> str:
@@ -78,6 +135,26 @@ def _cublas_version(root: Path) -> tuple[int, int] | None:
     return None
 
 
+def _lib_dirs(root: Path) -> list[Path]:
+    return [
+        root / "lib64",
+        root / "lib",
+        *(Path(p) for p in glob.glob(str(root / "lib" / "*-linux-gnu"))),
+        *(Path(p) for p in glob.glob(str(root / "targets" / "*" / "lib"))),
+    ]
+
+
+def _library_release(root: Path, name: str) -> str | None:
+    """``libcudart.so`` -> its real file ``libcudart.so.12.4.127`` -> ``"12.4.127"``."""
+    for lib_dir in _lib_dirs(root):
+        link = lib_dir / f"{name}.so"
+        if link.exists():
+            m = re.fullmatch(re.escape(name) + r"\.so\.(\d+(?:\.\d+)+)", link.resolve().name)
+            if m:
+                return m.group(1)
+    return None
+
+
 def probe(nvcc: Path) -> Toolkit | None:
     """Describe the toolkit behind one nvcc, or None when it does not run."""
     out = _run([str(nvcc), "--version"])
@@ -94,11 +171,27 @@ def probe(nvcc: Path) -> Toolkit | None:
         bin_dir = nvcc.resolve().parent
     root = bin_dir.parent
     cuobjdump = next((p for p in (bin_dir / "cuobjdump", nvcc.resolve().parent / "cuobjdump") if p.exists()), None)
-    return Toolkit(nvcc, bin_dir, root, version, archs, _cublas_version(root), cuobjdump)
+    return Toolkit(
+        nvcc,
+        bin_dir,
+        root,
+        version,
+        archs,
+        _cublas_version(root),
+        cuobjdump,
+        _library_release(root, "libcudart"),
+        _library_release(root, "libcublas"),
+    )
 
 
-# Where toolkits live besides PATH: NVIDIA's installers, Debian/Ubuntu's package, Arch's package.
-SEARCH = ["/usr/local/cuda*/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc"]
+# Where toolkits live besides PATH: ci/install-cuda-toolkit.sh's prefixes, NVIDIA's installers, Debian/Ubuntu's
+# package, Arch's package.
+SEARCH = [
+    str(TOOLKITS_DIR / "cuda-*" / "usr" / "bin" / "nvcc"),
+    "/usr/local/cuda*/bin/nvcc",
+    "/usr/bin/nvcc",
+    "/opt/cuda/bin/nvcc",
+]
 
 
 def candidates() -> list[Path]:
@@ -131,30 +224,42 @@ def candidates() -> list[Path]:
     return unique
 
 
+def check_row(target: Target) -> None:
+    """A row whose toolkit version cannot compile its architectures is a table error, whatever is installed."""
+    major = target.cuda_version[0]
+    for arch in target.sm_archs:
+        last = _LAST_MAJOR_FOR_ARCH.get(arch)
+        if last is not None and major > last:
+            raise FactoryError(
+                f"targets.toml: target {target.name} names CUDA {target.cuda}, but CUDA {last + 1} dropped compute "
+                f"capability {arch // 10}.{arch % 10}; name a CUDA 11.8–{last}.9 toolkit in its row"
+            )
+    runtime_wheels(major)
+
+
 def _why_not(tk: Toolkit, target: Target) -> str | None:
+    if tk.version != target.cuda_version:
+        return f"CUDA {tk.version_str}, not the {target.cuda} that targets.toml names for {target.name}"
     missing = [a for a in target.sm_archs if a not in tk.archs]
     if missing:
         arch = missing[0]
-        cc = f"{arch // 10}.{arch % 10}"
-        last = _LAST_MAJOR_FOR_ARCH.get(arch)
-        if last is not None and tk.major > last:
-            return (
-                f"CUDA {tk.major} dropped compute capability {cc}; install a CUDA 11.8–{last}.9 toolkit: {INSTALL_HINT}"
-            )
-        return f"CUDA {tk.version_str} cannot target compute capability {cc} (nvcc --list-gpu-arch)"
+        return f"CUDA {tk.version_str} cannot target compute capability {arch // 10}.{arch % 10} (nvcc --list-gpu-arch)"
     if tk.cublas_version is None:
         return f"CUDA {tk.version_str} at {tk.root} has no cuBLAS headers (cublas_v2.h); install its cuBLAS dev package"
+    if tk.cudart_release is None or tk.cublas_release is None:
+        return f"CUDA {tk.version_str} at {tk.root} has no libcudart.so/libcublas.so to link against"
     return None
 
 
 def select(target: Target) -> Toolkit:
-    """The toolkit to build ``target`` with, or a FactoryError that says what to install."""
+    """The toolkit of exactly the version ``target``'s row names, or a FactoryError that says what to install."""
+    check_row(target)
     paths = candidates()
+    want = f"CUDA {target.cuda}"
     if not paths:
         raise FactoryError(
-            f"target {target.name} needs a CUDA toolkit and no nvcc was found "
-            f"(looked at $LLCUDA_CUDA_HOME, PATH, {', '.join(SEARCH)}). "
-            f"Install a CUDA 11.8–12.9 toolkit: {INSTALL_HINT}"
+            f"target {target.name} is built with {want} (targets.toml) and no nvcc was found "
+            f"(looked at $LLCUDA_CUDA_HOME, PATH, {', '.join(SEARCH)}). Install it: {INSTALL_HINT}"
         )
     reasons: list[str] = []
     usable: list[Toolkit] = []
@@ -170,8 +275,11 @@ def select(target: Target) -> Toolkit:
             usable.append(tk)
     if not usable:
         detail = "\n  ".join(reasons)
-        raise FactoryError(f"no CUDA toolkit here can build target {target.name}:\n  {detail}")
-    return min(usable, key=lambda tk: tk.version)
+        raise FactoryError(
+            f"target {target.name} is built with {want} (targets.toml), and no usable {want} is installed here:\n"
+            f"  {detail}\nInstall it: {INSTALL_HINT}"
+        )
+    return usable[0]
 
 
 def max_gcc(version: tuple[int, int]) -> int:
@@ -198,7 +306,9 @@ def host_compiler(tk: Toolkit, cxx: str | None = None) -> str:
     if found and major is not None and major <= limit:
         return found
     for n in range(limit, limit - 5, -1):
-        path = shutil.which(f"g++-{n}")
+        # Debian's g++-N, then RHEL's gcc-toolset-N (what ci/install-cuda-toolkit.sh installs in manylinux)
+        toolset = Path(f"/opt/rh/gcc-toolset-{n}/root/usr/bin/g++")
+        path = shutil.which(f"g++-{n}") or (str(toolset) if toolset.exists() else None)
         if path:
             return path
     raise FactoryError(
@@ -208,19 +318,8 @@ def host_compiler(tk: Toolkit, cxx: str | None = None) -> str:
 
 
 def wheel_dependencies(tk: Toolkit) -> list[str]:
-    """NVIDIA's PyPI wheels that provide cudart and cuBLAS for this toolkit's major version."""
-    if tk.major not in (11, 12):
-        raise FactoryError(
-            f"CUDA {tk.version_str}: no PyPI runtime wheels are mapped for CUDA {tk.major}; build with 11.8–12.9"
-        )
-    assert tk.cublas_version is not None
-    cb_major, cb_minor = tk.cublas_version
-    return [
-        f"nvidia-cuda-runtime-cu{tk.major}>={tk.version_str}",
-        f"nvidia-cublas-cu{tk.major}>={cb_major}.{cb_minor}",
-    ]
-
-
-def rpath_dirs() -> list[str]:
-    """Where the NVIDIA wheels put their libraries, relative to site-packages."""
-    return ["nvidia/cuda_runtime/lib", "nvidia/cublas/lib"]
+    """NVIDIA's PyPI wheels that provide cudart and cuBLAS, each at least the version the build links."""
+    wheels = runtime_wheels(tk.major)
+    if tk.cudart_release is None or tk.cublas_release is None:
+        raise FactoryError(f"CUDA {tk.version_str} at {tk.root}: cannot tell which cudart/cuBLAS it links")
+    return [f"{wheels.cudart}>={tk.cudart_release}", f"{wheels.cublas}>={tk.cublas_release}"]

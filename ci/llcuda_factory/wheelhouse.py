@@ -5,6 +5,8 @@
 - :func:`offline_bundle` writes ``offline-<targets>/``: the llcuda wheel, the backend wheel(s), every run-time
   dependency (the NVIDIA CUDA wheels included) and a ``requirements.txt`` pinning each file by sha256, so that
   ``pip install --no-index --find-links <dir> "llcuda[cc50]"`` works on a machine with no network at all.
+  With ``without_cuda_wheels`` it leaves out NVIDIA's CUDA runtime wheels, for machines that already have them
+  (Colab, Kaggle): ``offline-<targets>-nocuda/``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def requirements_with_hashes(wheels: list[Path], extras: dict[str, list[str]]) -
     return "\n".join(lines) + "\n"
 
 
+def is_cuda_runtime_wheel(name: str) -> bool:
+    """NVIDIA's CUDA runtime and cuBLAS wheels, of any major (``nvidia-ml-py``, a small binding, is not one)."""
+    return name.startswith(("nvidia-cuda-", "nvidia-cublas"))
+
+
 def _find_one(wheelhouse: Path, pattern: str, hint: str) -> Path:
     found = sorted(wheelhouse.glob(pattern))
     if not found:
@@ -75,12 +82,15 @@ def offline_bundle(
     *,
     python_version: str | None = None,
     platform: str | None = None,
+    without_cuda_wheels: bool = False,
 ) -> Path:
     """Write ``wheelhouse/offline-<targets>/`` for ``llcuda[<targets>]`` and return it.
 
     Dependencies come from ``wheelhouse/`` and ``wheelhouse/deps/`` first and from the package index only for
     what is missing there. ``python_version``/``platform`` (pip's ``--python-version``/``--platform``) make a
-    bundle for another interpreter, e.g. ``3.12`` for Colab.
+    bundle for another interpreter, e.g. ``3.12`` for Colab. ``without_cuda_wheels`` bundles llcuda's own wheels
+    and their small pure-Python dependencies, but no ``nvidia-cuda-*``/``nvidia-cublas*`` wheel: the machine's
+    own satisfy the backends' ``>=`` requirements.
     """
     if not targets:
         raise FactoryError("name at least one target, e.g. `nox -s offline -- cc50`")
@@ -94,7 +104,7 @@ def offline_bundle(
         if parse_wheel_name(backend)[1] != version:
             raise FactoryError(f"{backend.name} is not version {version} of {runtime.name}; rebuild the wheels")
 
-    out = wheelhouse / f"offline-{'-'.join(names)}"
+    out = wheelhouse / f"offline-{'-'.join(names)}{'-nocuda' if without_cuda_wheels else ''}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=wheelhouse))
     tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and shared
     try:
@@ -103,12 +113,20 @@ def offline_bundle(
             args += ["--python-version", python_version]
         if platform:
             args += ["--platform", platform]
-        args.append(f"llcuda[{','.join(names)}]=={version}")
+        if without_cuda_wheels:  # the backends as built, and llcuda with its own (non-extra) dependencies
+            for backend in backends:
+                shutil.copy2(backend, tmp / backend.name)
+            args.append(f"llcuda=={version}")
+        else:
+            args.append(f"llcuda[{','.join(names)}]=={version}")
         try:  # the wheelhouse alone first: no network, and exactly the files `nox -s wheels` audited with
             _pip_download(["--no-index", *args], tmp)
         except FactoryError:
             _pip_download(args, tmp)
         files = sorted(tmp.glob("*.whl"))
+        cuda = [f.name for f in files if is_cuda_runtime_wheel(parse_wheel_name(f)[0])]
+        if without_cuda_wheels and cuda:
+            raise FactoryError(f"a bundle without CUDA wheels got {', '.join(cuda)}")
         got = {parse_wheel_name(f)[0] for f in files}
         missing = [n for n in ("llcuda", *(t.distribution for t in targets)) if n not in got]
         if missing:

@@ -36,6 +36,8 @@ def _doctor(args: argparse.Namespace) -> int:
     if report["backends"]:
         for target, fit in report["backends"].items():
             print(f"backend llcuda-{target}: {fit}")
+            if target in report["driver_problems"]:
+                print(f"  {report['driver_problems'][target]}")
     else:
         print("backends: none installed")
     try:

@@ -11,6 +11,7 @@ Each candidate must exist, be an executable ELF file and start (``--version`` ex
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -62,9 +63,20 @@ def problem_with(path: Path, *, run: bool = True) -> str | None:
 
 
 def child_env(server: Path) -> dict[str, str]:
-    """Environment for the server process only: wheels need nothing; a loose build gets its lib dirs."""
+    """Environment for the server process only.
+
+    A backend wheel finds its libraries through relative RUNPATHs; only NVIDIA runtime wheels installed in
+    another site-packages are added. A loose build gets its own lib dirs.
+    """
     env = dict(os.environ)
-    if any(part.startswith("llcuda_") for part in server.parts):
+    package_dir = server.parent.parent
+    if package_dir.name.startswith("llcuda_"):
+        info = package_dir / "build_info.json"
+        if info.is_file():
+            backend = Backend(package_dir.name.removeprefix("llcuda_"), package_dir, json.loads(info.read_text()))
+            extra_dirs, _ = backend.cuda_library_dirs()
+            if extra_dirs:
+                env["LD_LIBRARY_PATH"] = ":".join([*map(str, extra_dirs), *filter(None, [env.get("LD_LIBRARY_PATH")])])
         return env
     extra = [str(d) for d in (server.parent, server.parent.parent / "lib") if d.is_dir()]
     if extra:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -108,6 +109,30 @@ def backend_fit(backend: Backend, gpu: GPU | None) -> Fit:
     return "unsupported"
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version))
+
+
+def driver_problem(backend: Backend, gpu: GPU | None) -> str | None:
+    """Why the GPU's driver cannot run ``backend``'s GPU code, naming the driver needed; None when it can.
+
+    The floor comes from the backend's build_info.json, measured from its fatbin at build time: one for the SASS
+    path (machine code for this GPU) and one for the PTX JIT path (a newer GPU compiles the PTX).
+    """
+    fit = backend_fit(backend, gpu)
+    if gpu is None or fit not in ("native", "ptx"):
+        return None
+    floor = backend.driver_floor("sass" if fit == "native" else "ptx")
+    if floor is None or not gpu.driver_version or _version_tuple(gpu.driver_version) >= _version_tuple(floor):
+        return None
+    how = "its machine code for this GPU" if fit == "native" else "JIT-compiling its PTX for this GPU"
+    return (
+        f"NVIDIA driver {gpu.driver_version} is too old for llcuda-{backend.target} (built with CUDA "
+        f"{backend.cuda_version}): {how} needs driver >= {floor}. Update the NVIDIA driver to {floor} or newer; "
+        f"until then llama-server runs on the CPU (CUDA driver version is insufficient)."
+    )
+
+
 def target_for(gpu: GPU | None) -> str:
     """The backend target that suits ``gpu`` best among llcuda's targets."""
     if gpu is None or gpu.cc < 50:
@@ -127,13 +152,15 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
     """What this machine has and which installed backend runs how; keeps the old llcuda keys.
 
     Keys: ``platform``, ``gpu_name``, ``compute_capability`` (e.g. ``"5.0"``), ``compatible``, ``reason``
-    (as before), plus ``gpus``, ``backends`` (target -> native/ptx/cpu/unsupported), ``recommended_target``
-    and ``recommendation``.
+    (as before), plus ``gpus``, ``backends`` (target -> native/ptx/cpu/unsupported), ``driver_problems``
+    (target -> why the driver is too old, naming the version needed), ``recommended_target`` and
+    ``recommendation``.
     """
     gpus = detect_gpus() if gpus is None else gpus
     installed = backends() if installed is None else installed
     gpu = gpus[0] if gpus else None
     fits = {b.target: backend_fit(b, gpu) for b in installed}
+    drivers = {b.target: why for b in installed if (why := driver_problem(b, gpu))}
     want = target_for(gpu)
     install = f'pip install "llcuda[{want}]"'
     if gpu is None:
@@ -144,9 +171,12 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
         )
     else:
         cc = f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
-        good = [t for t, f in fits.items() if f in ("native", "ptx")]
+        good = [t for t, f in fits.items() if f in ("native", "ptx") and t not in drivers]
         compatible = bool(good)
-        if any(f == "native" for f in fits.values()):
+        if not good and drivers:
+            reason = next(iter(drivers.values()))
+            recommendation = reason.split(": ", 1)[1]
+        elif any(f == "native" for t, f in fits.items() if t in good):
             reason = f"{gpu.name} (CC {cc}) runs an installed backend natively."
             recommendation = "Ready: the installed backend has machine code for this GPU."
         elif good:
@@ -163,6 +193,7 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
         "reason": reason,
         "gpus": [asdict(g) for g in gpus],
         "backends": fits,
+        "driver_problems": drivers,
         "recommended_target": want,
         "recommendation": recommendation,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -32,6 +33,37 @@ class Backend:
     def cuda_architectures(self) -> list[str]:
         archs: list[str] = self.build_info.get("cuda", {}).get("architectures", [])
         return archs
+
+    @property
+    def cuda_version(self) -> str | None:
+        """The CUDA toolkit the backend was built with ("12.4.131"), None for a CPU backend."""
+        version = self.build_info.get("cuda", {}).get("toolkit_version")
+        return str(version) if version else None
+
+    def driver_floor(self, path: str) -> str | None:
+        """The oldest NVIDIA driver that runs this backend's GPU code on ``path`` ("sass" or "ptx")."""
+        floors = self.build_info.get("driver") or {}
+        value = floors.get("sass_driver" if path == "sass" else "ptx_jit_driver")
+        return str(value) if value else None
+
+    def cuda_library_dirs(self) -> tuple[list[Path], list[str]]:
+        """Where the NVIDIA runtime wheels' libraries are, when the relative RUNPATH does not reach them.
+
+        The RUNPATH of ``libggml-cuda.so`` points into the backend's own site-packages. When the wheels live in
+        another one (a ``--user`` install beside system packages, a venv with system site packages), they are
+        found on Python's import path instead. Returns (extra library dirs, dirs found nowhere).
+        """
+        extra: list[Path] = []
+        missing: list[str] = []
+        for rel in self.build_info.get("cuda", {}).get("runtime_lib_dirs", []):
+            if (self.package_dir.parent / rel).is_dir():
+                continue
+            found = next((Path(p) / rel for p in sys.path if p and (Path(p) / rel).is_dir()), None)
+            if found is None:
+                missing.append(rel)
+            else:
+                extra.append(found.resolve())
+        return extra, missing
 
 
 def backends() -> list[Backend]:
