@@ -19,7 +19,7 @@ before-all)
     py=/opt/python/cp312-cp312/bin/python
     target=$(basename "$1")
     if factory cuda --target "$target"; then
-        bash "$here/install-cuda-toolkit.sh"
+        PYTHON="$py" bash "$here/install-cuda-toolkit.sh" --target "$target"  # the version of the row
     fi
     dnf install -y -q ccache patchelf 2>/dev/null || true
     ;;

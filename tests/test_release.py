@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_factory import REPO_ROOT, release
+from llcuda_factory import REPO_ROOT, release, toolkit
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.reproducible import compare_wheels
 from llcuda_factory.targets import all_targets, llama_cpp_pin
@@ -66,7 +66,7 @@ def test_this_commit_is_releasable() -> None:
 def repo(tmp_path: Path) -> Path:
     """A git repository with this one's release files: version, table, changelog, backend projects, gitlink."""
     root = tmp_path / "repo"
-    for rel in ["python/llcuda/_version.py", "targets.toml", "CHANGELOG.md",
+    for rel in ["python/llcuda/_version.py", "targets.toml", "CHANGELOG.md", "pyproject.toml", "ci/cibw.sh",
                 *(f"python/backends/{t}/pyproject.toml" for t in all_targets())]:  # fmt: skip
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / rel, root / rel)
@@ -89,12 +89,21 @@ def test_release_check_names_each_inconsistency(repo: Path) -> None:
     assert "target cc50 has no python/backends/cc50/pyproject.toml" in problems
 
 
-def _wheel(path: Path, name: str, version: str, requires: list[str]) -> Path:
+def _wheel(path: Path, name: str, version: str, requires: list[str], cuda: str | None = None) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
         meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
         zf.writestr(f"{name.replace('-', '_')}-{version}.dist-info/METADATA", meta)
+        if name != "llcuda":
+            info = {"cuda": {"toolkit_version": cuda or ""}}
+            zf.writestr(f"{name.replace('-', '_')}/build_info.json", json.dumps(info))
     return path
+
+
+def _cuda_requires(target: str) -> list[str]:
+    row = all_targets()[target]
+    wheels = toolkit.runtime_wheels(row.cuda_version[0])
+    return [f"{wheels.cudart}>={row.cuda}.127", f"{wheels.cublas}>={row.cuda}.5.8"]
 
 
 def test_release_check_of_built_files_wants_one_version_and_exact_backend_pins(repo: Path, tmp_path: Path) -> None:
@@ -102,14 +111,58 @@ def test_release_check_of_built_files_wants_one_version_and_exact_backend_pins(r
     dist.mkdir()
     good = [f'llcuda-{t}==0.1.0; extra == "{t}"' for t in all_targets()]
     _wheel(dist / "llcuda-0.1.0-py3-none-any.whl", "llcuda", "0.1.0", ["platformdirs>=3", *good])
-    _wheel(dist / "llcuda_cc50-0.1.0-py3-none-manylinux_2_28_x86_64.whl", "llcuda-cc50", "0.1.0", [])
+    cc50 = all_targets()["cc50"]
+    _wheel(
+        dist / "llcuda_cc50-0.1.0-py3-none-manylinux_2_28_x86_64.whl",
+        "llcuda-cc50",
+        "0.1.0",
+        _cuda_requires("cc50"),
+        f"{cc50.cuda}.131",
+    )
     assert release.check(repo, dist) == []
     loose = [g.replace("==0.1.0", ">=0.1.0") for g in good]
     _wheel(dist / "llcuda-0.1.0-py3-none-any.whl", "llcuda", "0.1.0", loose)
-    _wheel(dist / "llcuda_cc75-0.0.9-py3-none-manylinux_2_28_x86_64.whl", "llcuda-cc75", "0.0.9", [])
+    _wheel(
+        dist / "llcuda_cc75-0.0.9-py3-none-manylinux_2_28_x86_64.whl",
+        "llcuda-cc75",
+        "0.0.9",
+        _cuda_requires("cc75"),
+        f"{all_targets()['cc75'].cuda}.131",
+    )
     problems = "\n".join(release.check(repo, dist))
     assert "llcuda-0.1.0-py3-none-any.whl: extras" in problems
     assert "llcuda_cc75-0.0.9-py3-none-manylinux_2_28_x86_64.whl is version 0.0.9, not 0.1.0" in problems
+
+
+def test_release_check_wants_the_tables_cuda_version_in_the_release_build_and_the_wheels(
+    repo: Path, tmp_path: Path
+) -> None:
+    cc75 = all_targets()["cc75"]
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'environment-pass = ["SOURCE_DATE_EPOCH"]',
+            'environment-pass = ["SOURCE_DATE_EPOCH"]\nenvironment = { CUDA_VERSION = "12.9" }',
+        )
+    )
+    hooks = repo / "ci" / "cibw.sh"
+    hooks.write_text(
+        hooks.read_text().replace('install-cuda-toolkit.sh" --target "$target"', 'install-cuda-toolkit.sh"')
+    )
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    _wheel(
+        dist / "llcuda_cc75-0.1.0-py3-none-manylinux_2_28_x86_64.whl",
+        "llcuda-cc75",
+        "0.1.0",
+        ["nvidia-cuda-runtime-cu11>=11.8", "nvidia-cublas-cu11>=11.11"],
+        "11.8.89",
+    )
+    problems = "\n".join(release.check(repo, dist))
+    assert f"[tool.cibuildwheel] builds CUDA 12.9, targets.toml names CUDA {cc75.cuda} for cc75" in problems
+    assert "ci/cibw.sh does not install the toolkit of the row it builds" in problems
+    assert f"was built with CUDA 11.8.89, targets.toml names {cc75.cuda}" in problems
+    assert "requires ['nvidia-cublas-cu11', 'nvidia-cuda-runtime-cu11']" in problems
 
 
 # ---------------------------------------------------------------- the pin bump

@@ -9,6 +9,7 @@ submodule's gitlink points at the same commit.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
+from typing import Any
 
 from . import REPO_ROOT
 from .errors import FactoryError
@@ -79,7 +81,9 @@ def check(root: Path = REPO_ROOT, dist: Path | None = None) -> list[str]:
     - the submodule gitlink, ``_version.py`` and the offline source name the same llama.cpp commit;
     - every target of targets.toml has its backend project, whose version comes from ``_version.py``;
     - the runtime's extras pin each backend to exactly this version;
-    - with ``dist``: every llcuda wheel or sdist there has this version, and the runtime wheel's extras match.
+    - the release build (``[tool.cibuildwheel]``, ``ci/cibw.sh``) installs the CUDA version each row names;
+    - with ``dist``: every llcuda wheel or sdist there has this version, and the runtime wheel's extras match;
+      each CUDA backend was built with its row's CUDA version and requires that major's NVIDIA wheels.
     """
     rel = read_release(root)
     problems: list[str] = []
@@ -115,6 +119,8 @@ def check(root: Path = REPO_ROOT, dist: Path | None = None) -> list[str]:
         if not any(p.get("target") == name and "llcuda_factory.metadata" in str(p.get("provider")) for p in providers):
             problems.append(f"{project.relative_to(root)}: its version must come from llcuda_factory.metadata")
 
+    problems += _check_cuda_versions(root, table, dist)
+
     expected = {f'llcuda-{t}=={rel.version}; extra == "{t}"' for t in targets}
     if dist is not None:
         found = sorted([*dist.glob("llcuda*.whl"), *dist.glob("llcuda*.tar.gz")])
@@ -129,6 +135,40 @@ def check(root: Path = REPO_ROOT, dist: Path | None = None) -> list[str]:
                 extras = {r.replace("'", '"') for r in requires if "extra ==" in r}
                 if extras != expected:
                     problems.append(f"{path.name}: extras {sorted(extras)} are not {sorted(expected)}")
+    return problems
+
+
+def _check_cuda_versions(root: Path, table: dict[str, Any], dist: Path | None) -> list[str]:
+    """The release builds with the CUDA version each row names, and the built wheels show it."""
+    from . import toolkit
+
+    problems: list[str] = []
+    rows = {name: row.get("cuda") for name, row in table["targets"].items() if row.get("cuda_architectures")}
+    with (root / "pyproject.toml").open("rb") as f:
+        cibw = tomllib.load(f).get("tool", {}).get("cibuildwheel", {})
+    pinned = cibw.get("environment", {}).get("CUDA_VERSION") if isinstance(cibw.get("environment"), dict) else None
+    for name, version in rows.items():
+        if pinned is not None and pinned != version:
+            problems.append(f"[tool.cibuildwheel] builds CUDA {pinned}, targets.toml names CUDA {version} for {name}")
+    hooks = (root / "ci" / "cibw.sh").read_text()
+    if not re.search(r"install-cuda-toolkit\.sh\S*\s+--target", hooks):
+        problems.append(
+            "ci/cibw.sh does not install the toolkit of the row it builds (install-cuda-toolkit.sh --target)"
+        )
+    if dist is None:
+        return problems
+    for name, version in rows.items():
+        for wheel in sorted(dist.glob(f"llcuda_{name}-*.whl")):
+            with zipfile.ZipFile(wheel) as zf:
+                info = json.loads(zf.read(f"llcuda_{name}/build_info.json"))
+            built = str(info.get("cuda", {}).get("toolkit_version", ""))
+            if not built.startswith(f"{version}."):
+                problems.append(f"{wheel.name} was built with CUDA {built or '?'}, targets.toml names {version}")
+            wheels = toolkit.runtime_wheels(int(str(version).split(".")[0]))
+            _, _, requires = _wheel_metadata(wheel)
+            names = {re.split(r"[<>=!~; ]", r, maxsplit=1)[0] for r in requires}
+            if names != {wheels.cudart, wheels.cublas}:
+                problems.append(f"{wheel.name} requires {sorted(names)}, not {wheels.cudart} and {wheels.cublas}")
     return problems
 
 
