@@ -43,12 +43,17 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    exe: Path, model: Path, log: Path, args: list[str] | None = None, timeout: float = 120
+    exe: Path,
+    model: Path,
+    log: Path,
+    args: list[str] | None = None,
+    timeout: float = 120,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     port = free_port()
     cmd = [str(exe), "--model", str(model), "--host", "127.0.0.1", "--port", str(port), "--ctx-size", "256"]
     cmd += ["--threads", "2", "--no-ui", "--offline", *(args or [])]
-    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"} | dict(extra_env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     server = Server(f"http://127.0.0.1:{port}", log, proc)

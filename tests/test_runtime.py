@@ -305,6 +305,86 @@ def test_check_gpu_compatibility_keeps_the_old_keys(tmp_path: Path) -> None:
     assert "llcuda[cpu]" in none["recommendation"]
 
 
+FLOORS = {"sass_driver": "525.60.13", "ptx_jit_driver": "550.54.14"}
+
+
+def cuda12_backend(target: str, archs: list[str], tmp_path: Path) -> Backend:
+    info = {"cuda": {"architectures": archs, "toolkit_version": "12.4.131"}, "driver": FLOORS}
+    return Backend(target, tmp_path / f"llcuda_{target}", info)
+
+
+@pytest.mark.parametrize(
+    ("gpu_", "driver", "problem"),
+    [
+        (("Tesla T4", (7, 5)), "470.256.02", "its machine code for this GPU needs driver >= 525.60.13"),
+        (("Tesla T4", (7, 5)), "525.60.13", None),
+        (("H100", (9, 0)), "535.104.05", "JIT-compiling its PTX for this GPU needs driver >= 550.54.14"),
+        (("H100", (9, 0)), "580.82.07", None),
+    ],
+)
+def test_a_driver_older_than_the_backends_floor_is_named_with_the_version_needed(
+    tmp_path: Path, gpu_: tuple[str, tuple[int, int]], driver: str, problem: str | None
+) -> None:
+    cc75 = cuda12_backend("cc75", ["75"], tmp_path)
+    card = gpu.GPU(0, gpu_[0], gpu_[1], 15360, 15000, driver)
+    report = gpu.check_gpu_compatibility(gpus=[card], installed=[cc75])
+    if problem is None:
+        assert report["driver_problems"] == {} and report["compatible"] is True
+        return
+    text = report["driver_problems"]["cc75"]
+    assert text.startswith(f"NVIDIA driver {driver} is too old for llcuda-cc75 (built with CUDA 12.4.131)")
+    assert problem in text
+    assert report["compatible"] is False
+    assert report["reason"] == text
+    assert "Update the NVIDIA driver to" in report["recommendation"]
+
+
+def test_doctor_prints_the_driver_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llcuda import cli
+
+    cc50 = cuda12_backend("cc50", ["50"], tmp_path)
+    m940 = gpu.GPU(0, "GeForce 940M", (5, 0), 2048, 1900, "470.256.02")
+    monkeypatch.setattr(gpu, "detect_gpus", lambda: [m940])
+    monkeypatch.setattr(gpu, "backends", lambda: [cc50])
+    monkeypatch.setattr(discovery, "find_llama_server", lambda: tmp_path / "llama-server")
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "backend llcuda-cc50: native" in out
+    assert "NVIDIA driver 470.256.02 is too old for llcuda-cc50" in out and ">= 525.60.13" in out
+
+
+def test_nvidia_wheels_in_another_site_packages_reach_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --user install beside system-wide NVIDIA wheels: the RUNPATH misses them, the import path finds them."""
+    site = tmp_path / "venv-site"
+    pkg = site / "llcuda_cc75"
+    (pkg / "bin").mkdir(parents=True)
+    server = pkg / "bin" / "llama-server"
+    server.touch()
+    dirs = ["nvidia/cuda_runtime/lib", "nvidia/cublas/lib"]
+    info = {"cuda": {"architectures": ["75"], "runtime_lib_dirs": dirs}}
+    (pkg / "build_info.json").write_text(json.dumps(info))
+    other = tmp_path / "user-site"
+    for d in dirs:
+        (other / d).mkdir(parents=True)
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/x")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "empty"), str(other)])
+    env = discovery.child_env(server)
+    assert env["LD_LIBRARY_PATH"].split(":") == [str((other / d).resolve()) for d in dirs] + ["/opt/x"]
+    assert Backend("cc75", pkg, info).cuda_library_dirs() == ([(other / d).resolve() for d in dirs], [])
+    # Beside the backend (the usual venv), the RUNPATH finds them: the environment is left alone.
+    for d in dirs:
+        (site / d).mkdir(parents=True)
+    assert discovery.child_env(server)["LD_LIBRARY_PATH"] == "/opt/x"
+    # Nowhere: nothing to add, and the backend says which are missing.
+    monkeypatch.setattr(sys, "path", [])
+    lonely = Backend("cc75", tmp_path / "x" / "llcuda_cc75", info)
+    assert lonely.cuda_library_dirs() == ([], dirs)
+
+
 # ---------------------------------------------------------------- models
 
 

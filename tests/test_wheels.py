@@ -13,7 +13,8 @@ import pytest
 
 from conftest import Installed
 from llcuda_factory.audit import is_elf, runpath
-from llcuda_factory.targets import llama_cpp_pin
+from llcuda_factory.errors import FactoryError
+from llcuda_factory.targets import all_targets, llama_cpp_pin
 from serverproc import running_server
 
 pytestmark = pytest.mark.wheels
@@ -108,6 +109,73 @@ def test_cpu_code_is_picked_at_run_time_and_no_gpu_means_cpu(installed: Installe
         if "libcuda.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout:
             # A driver library but no GPU: the CUDA backend loads, fails to initialise, and says so.
             assert re.search(r"no CUDA-capable device|failed to initialize CUDA", text), text
+
+
+def _stub_driver_dir(target_dir: Path) -> Path | None:
+    """A folder holding ``libcuda.so.1``: the CUDA toolkit's stub driver library (present on any build machine)."""
+    from llcuda_factory import toolkit
+
+    rows = [t for t in all_targets().values() if t.is_cuda]
+    for row in rows:
+        try:
+            root = toolkit.select(row).root
+        except FactoryError:
+            continue
+        for stub in sorted(root.glob("**/stubs/libcuda.so")):
+            target_dir.mkdir(parents=True, exist_ok=True)
+            (target_dir / "libcuda.so.1").symlink_to(stub)
+            return target_dir
+    return None
+
+
+def test_no_gpu_serves_on_the_cpu_with_and_without_a_driver_library(
+    installed: Installed, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    """A fresh machine has no libcuda.so.1; a machine with a driver but no GPU has one. Both serve on the CPU, and
+    a CUDA backend that finds a driver library says why it cannot use it."""
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("this machine has a GPU")
+    exe = installed.bin_dir / "llama-server"
+    system_driver = "libcuda.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    stub_dir = _stub_driver_dir(tmp_path / "driver")
+    assert stub_dir is not None, "no CUDA toolkit stub libcuda.so to stand in for a driver"
+    runs = {"stub driver": {"LD_LIBRARY_PATH": str(stub_dir)}}
+    if not system_driver:
+        runs["no driver"] = {}
+    for label, env in runs.items():
+        with running_server(exe, tiny_gguf, tmp_path / f"{label}.log", ["--verbose"], extra_env=env) as srv:
+            out = srv.post("/completion", {"prompt": "Hi", "n_predict": 4, "temperature": 0})
+            text = srv.log_text()
+        assert out["tokens_predicted"] == 4, label
+        assert "CUDA0" not in text, label
+        assert re.search(r"load_backend: loaded CPU backend", text), (label, text[-2000:])
+        tried_cuda = re.search(r"failed to initialize CUDA|CUDA driver is a stub library", text)
+        if installed.target.is_cuda and label == "stub driver":
+            assert tried_cuda, (label, text[-3000:])  # the CUDA backend loaded, and said why it cannot run
+        else:
+            assert not tried_cuda, (label, text[-3000:])  # no driver: the CUDA backend is skipped silently
+
+
+def test_build_info_records_the_driver_floor_of_the_fatbin(installed: Installed) -> None:
+    """The floors in build_info.json are the ones the shipped library's fatbin gives (SASS and PTX-JIT paths)."""
+    from llcuda_factory import fatbin, toolkit
+
+    info = json.loads((installed.site_packages / installed.target.package / "build_info.json").read_text())
+    target = installed.target
+    if not target.is_cuda:
+        assert "driver" not in info and info["cuda"]["runtime_wheels"] == []
+        return
+    wheels = toolkit.runtime_wheels(target.cuda_version[0])
+    assert info["cuda"]["toolkit_version"].startswith(f"{target.cuda}.")
+    assert info["cuda"]["runtime_lib_dirs"] == list(wheels.lib_dirs)
+    cuobjdump = toolkit.select(target).cuobjdump  # reads the compressed PTX
+    measured = fatbin.driver_floors(installed.bin_dir / "libggml-cuda.so", wheels.driver_floor, cuobjdump)
+    assert measured["sass"] == [f"sm_{a}" for a in sorted(set(target.sm_archs))]
+    assert info["driver"]["sass_driver"] == measured["sass_driver"]
+    assert info["driver"]["ptx_jit_driver"] == measured["ptx_jit_driver"]
+    assert info["driver"]["ptx_isa"] == measured["ptx_isa"]
+    floors = [tuple(int(x) for x in info["driver"][k].split(".")) for k in ("sass_driver", "ptx_jit_driver")]
+    assert floors[1] >= floors[0] >= tuple(int(x) for x in wheels.driver_floor.split("."))
 
 
 def test_runtime_extras_pin_the_backends_exactly() -> None:

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Prove the README's two commands on a truly fresh Debian 12: debootstrap a minimal bookworm root, clone this
+# repository into it, and run the commands unchanged in a chroot, as root, timing each. Nothing from this machine
+# reaches the root but the clone: no ccache, pip cache, toolkit or tool installed by hand.
+#
+#   sudo bash ci/fresh-root.sh [ROOT_DIR]          default ROOT_DIR: /var/tmp/llcuda-fresh-root (must not exist)
+#
+# The log of each command is ROOT_DIR.<n>.log; the summary (wall times, the tests' summary line) is printed at
+# the end and kept in ROOT_DIR.summary. The root is left in place for inspection; remove it with
+#   umount -R ROOT_DIR/proc ROOT_DIR/dev 2>/dev/null; rm -rf ROOT_DIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+root=${1:-/var/tmp/llcuda-fresh-root}
+[ ! -e "$root" ] || { echo "fresh-root: $root exists; remove it or name another folder" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "fresh-root: run as root (debootstrap, chroot, mount)" >&2; exit 2; }
+
+log() { printf '[fresh-root %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap >/dev/null; }
+
+t0=$(date +%s)
+log "debootstrap --variant=minbase bookworm $root"
+debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$root.debootstrap.log" 2>&1
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+cleanup() { umount -R "$root/dev" 2>/dev/null || true; umount "$root/proc" 2>/dev/null || true; }
+trap cleanup EXIT
+git clone -q "$here" "$root/root/llcuda"
+log "root ready in $(($(date +%s) - t0)) s: $(du -sh "$root" | cut -f1)"
+
+run() {  # run one README command in the chroot, with a clean environment, as root
+    local n=$1 cmd=$2 start rc=0
+    start=$(date +%s)
+    log "command $n: $cmd"
+    chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        /bin/bash -c "cd /root/llcuda && $cmd" >"$root.$n.log" 2>&1 || rc=$?
+    local took=$(($(date +%s) - start))
+    printf 'command %s: %s\n  exit %s after %d s\n' "$n" "$cmd" "$rc" "$took" >>"$root.summary"
+    log "command $n exited $rc after $took s (log: $root.$n.log)"
+    return "$rc"
+}
+
+: >"$root.summary"
+status=0
+run 1 "bash ci/install-build-deps.sh && .venv/bin/nox -s wheels" || status=$?
+if [ "$status" = 0 ]; then
+    run 2 ".venv/bin/nox -s tests" || status=$?
+    grep -E "^=+ .*(passed|failed).* in [0-9.]+s" "$root.2.log" | tail -n 1 | sed 's/^/  /' >>"$root.summary" || true
+fi
+printf 'total: %d s\n' "$(($(date +%s) - t0))" >>"$root.summary"
+cat "$root.summary"
+exit "$status"

@@ -1,0 +1,122 @@
+"""Colab and Kaggle, simulated: a venv that already holds their CUDA 12 wheels gets only llcuda's own wheels.
+
+Colab (and Kaggle, built on Colab's image) ship ``nvidia-cublas-cu12`` 12.8.4.1 and ``nvidia-cuda-runtime-cu12``
+12.8.90 beside torch. A CUDA 12 backend must reuse them: pip downloads no NVIDIA CUDA wheel, and the installed
+``libggml-cuda.so`` resolves cuBLAS and cudart into those preinstalled wheels. With the internet off (a Kaggle
+setting), the ``--without-cuda-wheels`` offline bundle installs with no network at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from conftest import TARGETS, WHEELHOUSE, backend_wheel, without_network
+from llcuda_factory import toolkit
+from llcuda_factory.wheelhouse import is_cuda_runtime_wheel, offline_bundle, parse_wheel_name
+
+pytestmark = pytest.mark.wheels
+
+COLAB_CUDA_WHEELS = ["nvidia-cublas-cu12==12.8.4.1", "nvidia-cuda-runtime-cu12==12.8.90"]
+CUDA12 = sorted(n for n, t in TARGETS.items() if t.is_cuda and t.cuda_version[0] == 12)
+
+
+def _pip(python: Path, *args: str, offline: bool = False) -> subprocess.CompletedProcess[str]:
+    cmd = [str(python), "-m", "pip", "--disable-pip-version-check", *args]
+    return subprocess.run(without_network(cmd) if offline else cmd, capture_output=True, text=True, check=False)
+
+
+def _colab_wheels() -> Path:
+    """Colab's two CUDA wheels, downloaded once into wheelhouse/colab/ (about 600 MB, kept for later runs)."""
+    dest = WHEELHOUSE / "colab"
+    have = {parse_wheel_name(w) for w in dest.glob("*.whl")}
+    want = {(n.split("==")[0], n.split("==")[1]) for n in COLAB_CUDA_WHEELS}
+    if not want <= have:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            str(dest),
+        ]
+        subprocess.run([*cmd, *COLAB_CUDA_WHEELS], check=True)
+    return dest
+
+
+@pytest.fixture
+def colab(tmp_path: Path) -> tuple[Path, Path]:
+    """A fresh venv with Colab's CUDA wheels preinstalled: (python, site-packages)."""
+    where = tmp_path / "colab-venv"
+    venv.create(where, with_pip=True)
+    python = where / "bin" / "python"
+    got = _pip(python, "install", "-q", "--no-index", "--find-links", str(_colab_wheels()), *COLAB_CUDA_WHEELS)
+    assert got.returncode == 0, got.stderr
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return python, Path(site)
+
+
+@pytest.mark.parametrize("name", CUDA12)
+def test_colab_downloads_no_cuda_wheel_and_links_its_own(name: str, colab: tuple[Path, Path], tmp_path: Path) -> None:
+    target = TARGETS[name]
+    backend_wheel(target)
+    python, site = colab
+    links = ["--find-links", str(WHEELHOUSE), "--find-links", str(WHEELHOUSE / "deps")]
+    report = tmp_path / "report.json"
+    dry = _pip(python, "install", "--dry-run", "--no-index", *links, "--report", str(report), f"llcuda[{name}]")
+    assert dry.returncode == 0, dry.stderr
+    would = sorted(item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"])
+    print(f"\nColab, pip install llcuda[{name}] would download: {would}")
+    assert not [n for n in would if is_cuda_runtime_wheel(n)], would
+    assert {"llcuda", target.distribution} <= set(would)
+
+    got = _pip(python, "install", "-q", "--no-index", *links, f"llcuda[{name}]")
+    assert got.returncode == 0, got.stderr
+    lib = site / target.package / "bin" / "libggml-cuda.so"
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    ldd = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, env=env, check=True).stdout
+    resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd, re.MULTILINE))
+    for soname in toolkit.runtime_wheels(target.cuda_version[0]).sonames:
+        assert soname in resolved, ldd
+        assert (site / "nvidia") in Path(resolved[soname]).resolve().parents, (soname, resolved[soname])
+    versions = _pip(python, "list", "--format=json")
+    installed = {p["name"].lower(): p["version"] for p in json.loads(versions.stdout)}
+    for pin in COLAB_CUDA_WHEELS:  # still Colab's own: nothing replaced them
+        dist, version = pin.split("==")
+        assert installed[dist] == version
+
+
+@pytest.mark.parametrize("name", CUDA12)
+def test_offline_bundle_without_cuda_wheels_installs_with_no_network(
+    name: str, colab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    target = TARGETS[name]
+    backend_wheel(target)
+    bundle = offline_bundle([target], WHEELHOUSE, without_cuda_wheels=True)
+    assert bundle.name == f"offline-{name}-nocuda"
+    files = sorted(bundle.glob("*.whl"))
+    names = {parse_wheel_name(f)[0] for f in files}
+    assert not [n for n in names if is_cuda_runtime_wheel(n)], names
+    assert {"llcuda", target.distribution} <= names
+    size = sum(f.stat().st_size for f in files)
+    print(f"\noffline-{name}-nocuda: {len(files)} wheels, {size / 1e6:.1f} MB")
+    python, site = colab
+    got = _pip(python, "install", "-q", "--no-index", "--find-links", str(bundle), f"llcuda[{name}]", offline=True)
+    assert got.returncode == 0, got.stderr
+    assert (site / target.package / "bin" / "llama-server").is_file()
