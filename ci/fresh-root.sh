@@ -23,8 +23,7 @@ debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$r
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
-cleanup() { umount -R "$root/dev" 2>/dev/null || true; umount "$root/proc" 2>/dev/null || true; }
-trap cleanup EXIT
+trap 'umount -R "$root/dev" 2>/dev/null || true; umount "$root/proc" 2>/dev/null || true' EXIT
 git clone -q "$here" "$root/root/llcuda"
 log "root ready in $(($(date +%s) - t0)) s: $(du -sh "$root" | cut -f1)"
 

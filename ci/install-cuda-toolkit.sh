@@ -25,8 +25,9 @@ plan=$(PYTHONPATH="$here" "$python" -m llcuda_factory toolkits "$@") || die "can
 # ------------------------------------------------------------------------------------------------ Debian
 # CUDA 12.4.1 as Debian trixie packages it: package=version sha256. The cccl headers (cub, thrust, libcu++)
 # are separate packages there; ggml-cuda includes cub.
-DEBIAN_SUITE_12_4=trixie
-DEBIAN_PINS_12_4="
+declare -A DEBIAN_SUITE DEBIAN_PINS DEBIAN_HOST_CXX
+DEBIAN_SUITE[12.4]=trixie
+DEBIAN_PINS[12.4]="
 nvidia-cuda-toolkit=12.4.131~12.4.1-2 cd5fe85aee38d108b315f408a688641478f2402622a10c677478eb7a6c4e5319
 nvidia-cuda-dev=12.4.127~12.4.1-2 d846838f914a0176948d48a8bcade5d6dbcccb5c9374343f6475f5503f173ee0
 libnvvm4=12.4.131~12.4.1-2 3c905c1df7453e1ad477516c4465629c310d2f58a796d66f44070dc289e7ec12
@@ -37,7 +38,7 @@ libcu++-dev=2.3.2-2 30e911c1909265591b5ea793df0e49e56bed631238b68b3e75c97590c498
 libcub-dev=2.3.2-2 4a7e7c24ef2994140e47dba59507db60e281f968f17c18cf1cadc9c27c17c26b
 libthrust-dev=2.3.2-2 61fe44b65834efad9b079452ebec7396d4b37712d251421f4218b3bc652a3147
 "
-DEBIAN_HOST_CXX_12_4=g++-12
+DEBIAN_HOST_CXX[12.4]=g++-12
 
 apt_system() {
     export DEBIAN_FRONTEND=noninteractive
@@ -78,14 +79,12 @@ EOF
     local outside
     outside=$(find "$1" -type l -lname '/*' -printf '%p -> %l\n')
     [ -z "$outside" ] || die "links that leave the prefix: $outside"
-    rm -rf "$1/etc"
+    rm -rf "${1:?}/etc"
 }
 
 install_debian_prefix() {
     local ver=$1 prefix=$2
-    local key=${ver//./_}
-    local suite_var="DEBIAN_SUITE_$key" pins_var="DEBIAN_PINS_$key" cxx_var="DEBIAN_HOST_CXX_$key"
-    local suite=${!suite_var:-} pins=${!pins_var:-} cxx=${!cxx_var:-}
+    local suite=${DEBIAN_SUITE[$ver]:-} pins=${DEBIAN_PINS[$ver]:-} cxx=${DEBIAN_HOST_CXX[$ver]:-}
     [ -n "$pins" ] || die "no pinned Debian packages for CUDA $ver in ci/install-cuda-toolkit.sh (known: 12.4, 11.8)"
     local stamp="$prefix/.llcuda-pins" want
     # The pins and the relocation recipe: a change to either installs again.

@@ -242,7 +242,7 @@ def test_the_installer_reads_its_versions_from_the_table() -> None:
         assert str(toolkit.TOOLKITS_DIR / "cuda-*" / "usr" / "bin" / "nvcc") in toolkit.SEARCH
     script = (REPO_ROOT / "ci" / "install-cuda-toolkit.sh").read_text()
     for version in want:  # every version the table names has pinned Debian packages
-        assert f"DEBIAN_PINS_{version.replace('.', '_')}=" in script
+        assert f"DEBIAN_PINS[{version}]=" in script
     cpu = subprocess.run(
         [sys.executable, "-m", "llcuda_factory", "toolkits", "--target", "cpu"], env=env, capture_output=True, text=True
     )
