@@ -20,7 +20,7 @@ die() { log "error: $*"; exit 1; }
 # The versions to install and where the factory looks for them ("VERSION PREFIX" lines), from targets.toml.
 python=${PYTHON:-python3}
 plan=$(PYTHONPATH="$here" "$python" -m llcuda_factory toolkits "$@") || die "cannot read targets.toml"
-[ -n "$plan" ] || { log "no CUDA target in targets.toml: nothing to install"; exit 0; }
+[ -n "$plan" ] || { log "nothing to install: no CUDA toolkit is named${*:+ for $*}"; exit 0; }
 
 # ------------------------------------------------------------------------------------------------ Debian
 # CUDA 12.4.1 as Debian trixie packages it: package=version sha256. The cccl headers (cub, thrust, libcu++)

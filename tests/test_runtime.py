@@ -349,10 +349,16 @@ def test_doctor_prints_the_driver_floor(
     monkeypatch.setattr(gpu, "detect_gpus", lambda: [m940])
     monkeypatch.setattr(gpu, "backends", lambda: [cc50])
     monkeypatch.setattr(discovery, "find_llama_server", lambda: tmp_path / "llama-server")
+    cc50.build_info["cuda"]["runtime_lib_dirs"] = ["nvidia/cublas/lib"]
+    cc50.build_info["cuda"]["runtime_wheels"] = ["nvidia-cublas-cu12>=12.4.5.8"]
+    monkeypatch.setattr(cli, "backends", lambda: [cc50])
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "nowhere")])
     assert cli.main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "backend llcuda-cc50: native" in out
     assert "NVIDIA driver 470.256.02 is too old for llcuda-cc50" in out and ">= 525.60.13" in out
+    assert "llcuda-cc50: NVIDIA's CUDA libraries are not installed (nvidia/cublas/lib)" in out
+    assert 'pip install "nvidia-cublas-cu12>=12.4.5.8"' in out
 
 
 def test_nvidia_wheels_in_another_site_packages_reach_the_server(

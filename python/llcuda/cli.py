@@ -38,6 +38,16 @@ def _doctor(args: argparse.Namespace) -> int:
             print(f"backend llcuda-{target}: {fit}")
             if target in report["driver_problems"]:
                 print(f"  {report['driver_problems'][target]}")
+        for backend in backends():
+            extra, missing = backend.cuda_library_dirs()
+            if missing:
+                wheels = " ".join(f'"{w}"' for w in backend.build_info["cuda"].get("runtime_wheels", []))
+                print(
+                    f"  llcuda-{backend.target}: NVIDIA's CUDA libraries are not installed ({', '.join(missing)}); "
+                    f"it runs on the CPU until they are: pip install {wheels}"
+                )
+            elif extra:
+                print(f"  llcuda-{backend.target}: CUDA libraries from {', '.join(map(str, extra))}")
     else:
         print("backends: none installed")
     try:
