@@ -390,6 +390,48 @@ def test_cmake_hands_a_list_override_to_the_factory_as_one_value(tmp_path: Path,
     assert 'set(LLCUDA_CUDA_ARCHITECTURES "75;90-real")' in settings.read_text()
 
 
+CU_SOURCE = """#include <cmath>
+#include <cuda_runtime.h>
+__global__ void root(float *x) { x[threadIdx.x] = std::sqrt(x[threadIdx.x]); }
+extern "C" int llcuda_probe(void) { int n = 0; return cudaGetDeviceCount(&n) == cudaSuccess ? n : -1; }
+"""
+
+
+@pytest.mark.parametrize("cuda", [get_target("cc50").cuda, "11.8"])
+def test_a_cuda_file_linking_cudart_builds_with_the_toolkit(
+    cuda: str, tmp_path: Path, tiny_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cmake/LLCUDACudaToolkit.cmake with a real toolkit: a .cu file including <cmath>, linked to CUDA::cudart.
+
+    Debian's own 11.8 keeps its headers in /usr/include, which CMake would add as `-isystem=/usr/include` and
+    break libstdc++'s `#include_next <math.h>`; the module keeps it off the command line.
+    """
+    try:
+        settings = configure.settings("cc50", tmp_path / "build", str(tiny_tree), cuda_version=cuda)
+    except FactoryError as err:
+        pytest.skip(f"CUDA {cuda} is not installed here: {str(err).splitlines()[-1]}")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "k.cu").write_text(CU_SOURCE)
+    lines = [f"set({k} {configure._cmake_str(v)})" for k, v in settings.items()]
+    (project / "settings.cmake").write_text("\n".join(lines) + "\n")
+    (project / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.21)\nproject(probe LANGUAGES C CXX)\n"
+        f'list(APPEND CMAKE_MODULE_PATH "{REPO_ROOT / "cmake"}")\n'
+        "include(settings.cmake)\ninclude(LLCUDACudaToolkit)\n"
+        "add_library(probe SHARED k.cu)\ntarget_link_libraries(probe PRIVATE CUDA::cudart)\n"
+    )
+    build = tmp_path / "out"
+    configured = subprocess.run(["cmake", "-S", str(project), "-B", str(build)], capture_output=True, text=True)
+    assert configured.returncode == 0, configured.stdout[-3000:] + configured.stderr[-3000:]
+    assert f"llcuda: CUDA {cuda}." in configured.stdout
+    built = subprocess.run(["cmake", "--build", str(build), "--verbose"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-2000:]
+    assert "-isystem=/usr/include " not in built.stdout and "-isystem /usr/include " not in built.stdout
+    needed = subprocess.run(["ldd", str(build / "libprobe.so")], capture_output=True, text=True).stdout
+    assert f"libcudart.so.{cuda.split('.', maxsplit=1)[0]}" in needed
+
+
 @pytest.mark.parametrize(("target", "override", "message"), [
     ("cc75", "sm90", "invalid CUDA architectures 'sm90'"),
     ("cc75", ";", "invalid CUDA architectures ';'"),
