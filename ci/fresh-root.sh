@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prove the README's two commands on a truly fresh Debian 12: debootstrap a minimal bookworm root, clone this
 # repository into it, and run the commands unchanged in a chroot, as root, timing each. Nothing from this machine
-# reaches the root but the clone: no ccache, pip cache, toolkit or tool installed by hand.
+# reaches the root but the clone and the network's setup (resolv.conf, and the machine's own CA certificates with
+# the variables that point tools at them, for a network that intercepts TLS): no ccache, pip cache, toolkit or
+# tool installed by hand.
 #
 #   sudo bash ci/fresh-root.sh [ROOT_DIR]          default ROOT_DIR: /var/tmp/llcuda-fresh-root (must not exist)
 #
@@ -21,17 +23,24 @@ t0=$(date +%s)
 log "debootstrap --variant=minbase bookworm $root"
 debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$root.debootstrap.log" 2>&1
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# Local CAs (update-ca-certificates adds them once the root installs ca-certificates), and the CA variables.
+mkdir -p "$root/usr/local/share/ca-certificates"
+cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
+ca_env=()
+for var in PIP_CERT SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE CURL_CA_BUNDLE; do
+    [ -z "${!var:-}" ] || ca_env+=("$var=${!var}")
+done
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 trap 'umount -R "$root/dev" 2>/dev/null || true; umount "$root/proc" 2>/dev/null || true' EXIT
 git clone -q "$here" "$root/root/llcuda"
-log "root ready in $(($(date +%s) - t0)) s: $(du -sh "$root" | cut -f1)"
+log "root ready in $(($(date +%s) - t0)) s: $(du -shx "$root" 2>/dev/null | cut -f1)"
 
 run() {  # run one README command in the chroot, with a clean environment, as root
     local n=$1 cmd=$2 start rc=0
     start=$(date +%s)
     log "command $n: $cmd"
-    chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+    chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${ca_env[@]}" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         /bin/bash -c "cd /root/llcuda && $cmd" >"$root.$n.log" 2>&1 || rc=$?
     local took=$(($(date +%s) - start))
