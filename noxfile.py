@@ -326,6 +326,7 @@ BENCHMARKS = {  # part -> script; `nox -s bench` runs them all, in this order, t
     "load": "benchmarks/load.py",
     "throughput": "benchmarks/throughput.py",
     "size": "benchmarks/sizes.py",
+    "cuda_size": "benchmarks/cuda_size_options.py",  # reads build/<target>: after `nox -s wheels`
     "build": "benchmarks/build_times.py",  # hours on 2 cores: run it in the background
 }
 

@@ -17,6 +17,7 @@ RESULTS = Path(__file__).parent / "results"
 SECTIONS = [
     ("Build time", "build_times", "python benchmarks/build_times.py"),
     ("Wheel size", "sizes", "python benchmarks/sizes.py"),
+    ("CUDA wheel size: where it goes", "cuda_size_options", "python benchmarks/cuda_size_options.py"),
     ("Runtime overhead", "runtime_overhead", "python benchmarks/runtime_overhead.py"),
     ("Load", "load", "python benchmarks/load.py"),
     ("Throughput on the CPU", "throughput_cpu", "python benchmarks/throughput.py"),

@@ -302,6 +302,41 @@ def test_offline_sdist_is_verified_and_unpacked_outside_the_repo(fake_pin: Llama
     assert source.cached_tree(fake_pin, fetch=False) == tree  # second call: straight from the cache
 
 
+UNSAFE_MEMBERS = [
+    ("../../evil", tarfile.REGTYPE, ""),
+    ("ln", tarfile.SYMTYPE, "../../../etc/passwd"),
+    ("abs", tarfile.SYMTYPE, "/etc/passwd"),
+    ("dev", tarfile.CHRTYPE, ""),
+]
+
+
+@pytest.mark.parametrize("python_has_data_filter", [True, False], ids=["3.11.4+", "3.11.2"])
+def test_unsafe_archive_members_are_refused_on_every_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python_has_data_filter: bool
+) -> None:
+    """Debian 12's Python 3.11.2 has no tarfile filters: the same refusals are made by hand, and a good sdist
+    unpacks on both."""
+    if not python_has_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    sub = "pkg/vendor/llama.cpp"
+    good = tmp_path / "good.tar.gz"
+    make_sdist(good, sub)
+    pin = LlamaCppPin("c0ffee" * 6 + "abcd", "b1", "pkg==1.0", good.name, "", sub)
+    source._unpack(good, pin, tmp_path / "tree")
+    assert source.is_llama_cpp_tree(tmp_path / "tree")
+    for i, (name, kind, link) in enumerate(UNSAFE_MEMBERS):
+        bad = tmp_path / f"bad-{i}.tar.gz"
+        with tarfile.open(good, "r:gz") as src, tarfile.open(bad, "w:gz") as dst:
+            for m in src.getmembers():
+                dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+            info = tarfile.TarInfo(f"{sub}/{name}")
+            info.type, info.linkname = kind, link
+            dst.addfile(info, io.BytesIO(b""))
+        with pytest.raises(FactoryError, match="refusing the unsafe member"):
+            source._unpack(bad, pin, tmp_path / f"out-{i}")
+        assert not (tmp_path / f"out-{i}").exists()
+
+
 def test_hash_mismatch_is_a_hard_error_and_unpacks_nothing(fake_pin: LlamaCppPin) -> None:
     bad = LlamaCppPin(**{**fake_pin.__dict__, "offline_sdist_sha256": "0" * 64})
     with pytest.raises(FactoryError, match=r"sha256 mismatch for pkg-1\.0\.tar\.gz"):

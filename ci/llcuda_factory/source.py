@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import REPO_ROOT
 from .errors import FactoryError
@@ -88,6 +88,21 @@ def verify_archive(archive: Path, expected: str) -> None:
         )
 
 
+def _refuse_unsafe(member: tarfile.TarInfo, archive: Path) -> None:
+    """What tarfile's "data" filter refuses: paths or links leaving the tree, devices and other special files."""
+    name = PurePosixPath(member.name)
+    inside = not name.is_absolute() and ".." not in name.parts
+    if member.issym() or member.islnk():
+        link = PurePosixPath(member.linkname)
+        base = name.parent if member.issym() else PurePosixPath()
+        depth = 0
+        for part in (base / link).parts:
+            depth += -1 if part == ".." else (0 if part == "." else 1)
+            inside = inside and depth >= 0 and not link.is_absolute()
+    if not inside or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise FactoryError(f"{archive.name}: refusing the unsafe member {member.name!r}")
+
+
 def _unpack(archive: Path, pin: LlamaCppPin, dest: Path) -> None:
     prefix = pin.offline_sdist_subdir.rstrip("/") + "/"
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +119,15 @@ def _unpack(archive: Path, pin: LlamaCppPin, dest: Path) -> None:
                 members.append(m)
             if not members:
                 raise FactoryError(f"{archive.name} has no {prefix} directory: wrong archive?")
-            tar.extractall(tmp, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4+ (and the security backports)
+                try:
+                    tar.extractall(tmp, members=members, filter="data")
+                except tarfile.FilterError as err:
+                    raise FactoryError(f"{archive.name}: refusing the unsafe member: {err}") from None
+            else:  # Debian 12's Python 3.11.2: the same refusals, by hand
+                for m in members:
+                    _refuse_unsafe(m, archive)
+                tar.extractall(tmp, members=members)
         if not is_llama_cpp_tree(tmp):
             raise FactoryError(f"{archive.name}:{prefix} is not a llama.cpp tree")
         (tmp / _MARKER).write_text(f"{pin.commit} {pin.offline_sdist_sha256}\n")
