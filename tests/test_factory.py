@@ -33,7 +33,7 @@ def test_table_has_the_three_targets_with_their_cuda_settings() -> None:
     for name in ("cc50", "cc75"):
         assert targets[name].cmake == {"GGML_CUDA_FORCE_CUBLAS": "ON", "GGML_CUDA_FA": "OFF"}
     assert targets["cc50"].max_wheel_mb <= 60
-    assert targets["cc75"].max_wheel_mb <= 66  # see targets.toml for why cc75 cannot meet 60 MB
+    assert targets["cc75"].max_wheel_mb <= 60
 
 
 @pytest.mark.parametrize("name", sorted(all_targets()))

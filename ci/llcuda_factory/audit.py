@@ -155,7 +155,10 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
         cuda_lib = bin_dir / "libggml-cuda.so"
         if target.is_cuda and cuda_lib.exists():
             ldd = subprocess.run(["ldd", str(cuda_lib)], check=False, capture_output=True, text=True, env=env).stdout
-            resolved = {k: os.path.realpath(v) for k, v in re.findall(r"^\s*(\S+) => (\S+)", ldd, re.MULTILINE)}
+            resolved = {
+                k: "not found" if v == "not" else os.path.realpath(v)
+                for k, v in re.findall(r"^\s*(\S+) => (\S+)", ldd, re.MULTILINE)
+            }
             report["cuda_libs_resolved"] = {
                 k: v.replace(site, "<site-packages>") for k, v in resolved.items() if k.startswith("libcu")
             }
