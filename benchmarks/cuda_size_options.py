@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ from llcuda_factory.errors import FactoryError  # noqa: E402
 from llcuda_factory.targets import all_targets  # noqa: E402
 
 MB = 1_000_000
+_OUTPUT = re.compile(r"\s-o\s+(\S+)")
 
 
 def group_of(obj: Path) -> str:
@@ -60,7 +62,10 @@ def _ptx_text_deflated(obj: Path, cuobjdump: str) -> int:
 
 
 def measure(build_dir: Path, cuobjdump: str | None) -> dict[str, Any]:
-    objs = sorted(build_dir.glob("**/ggml-cuda.dir/**/*.cu.o"))
+    # The objects of the current configuration only (a build dir may keep objects of sources no longer built).
+    commands = json.loads((build_dir / "compile_commands.json").read_text())
+    current = {(Path(c["directory"]) / m.group(1)).resolve() for c in commands if (m := _OUTPUT.search(c["command"]))}
+    objs = sorted(o for o in build_dir.glob("**/ggml-cuda.dir/**/*.cu.o") if o.resolve() in current)
     if not objs:
         raise SystemExit(f"no ggml-cuda objects under {build_dir}: build the target first (`nox -s wheels`)")
     sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
