@@ -139,7 +139,7 @@ def _build_backend_wheel(session: nox.Session, target: Target, house: House, env
     start = time.monotonic()
     session.run(
         "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(raw),
-        "-C", f"build-dir={house.build / target.name}", str(target.project_dir),
+        "--config-settings", f"build-dir={house.build / target.name}", str(target.project_dir),
         env={**FACTORY_ENV, **env},
     )  # fmt: skip
     built_s = time.monotonic() - start
