@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TARGETS
 
 pytestmark = pytest.mark.wheels  # runs `nox -s wheels`, whose session the CI build has already set up
 
@@ -69,12 +69,21 @@ def test_a_missing_toolkit(house: dict[str, Path], tmp_path: Path) -> None:
     assert_nothing_built(house, before)  # not even the cpu target, named first, was built
 
 
-@pytest.mark.skipif(not Path("/usr/local/cuda/bin/nvcc").exists(), reason="needs CUDA 13 in /usr/local/cuda")
-def test_a_toolkit_that_cannot_target_the_arch(house: dict[str, Path]) -> None:
+def test_a_toolkit_of_another_version(house: dict[str, Path], tmp_path: Path) -> None:
+    """A working toolkit of another CUDA version than the row names: refused before anything compiles."""
+    nvcc = tmp_path / "cuda-11.8" / "bin" / "nvcc"
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text('#!/bin/sh\necho "Cuda compilation tools, release 11.8, V11.8.89"\n')
+    nvcc.chmod(0o755)
     before = snapshot(house["wheelhouse"])
-    out = nox_wheels(house, "cc50", LLCUDA_CUDA_HOME="/usr/local/cuda")
+    out = nox_wheels(house, "cc50", LLCUDA_CUDA_HOME=str(nvcc.parent.parent))
+    text = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "CUDA 13 dropped compute capability 5.0; install a CUDA 11.8–12.9 toolkit" in out.stdout + out.stderr
+    row = TARGETS["cc50"].cuda
+    assert f"target cc50 is built with CUDA {row} (targets.toml), and no usable CUDA {row} is installed" in text
+    assert f"CUDA 11.8, not the {row} that targets.toml names for cc50" in text
+    assert "Install it: sudo bash ci/install-cuda-toolkit.sh" in text
+    assert "Traceback" not in text
     assert_nothing_built(house, before)
 
 

@@ -56,6 +56,7 @@ def test_ships_the_four_tools_and_each_library_once(installed: Installed) -> Non
 
 def test_every_elf_finds_its_libraries_through_relative_runpaths(installed: Installed) -> None:
     pkg = installed.site_packages / installed.target.package
+    system_driver = "libcuda.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
     elfs = [p for p in pkg.rglob("*") if p.is_file() and is_elf(p)]
     assert len(elfs) > 10
     for elf in elfs:
@@ -63,7 +64,11 @@ def test_every_elf_finds_its_libraries_through_relative_runpaths(installed: Inst
         assert entries, f"{elf.name} has no RUNPATH"
         assert all(e.startswith("$ORIGIN") for e in entries), (elf.name, entries)
         ldd = subprocess.run(["ldd", str(elf)], capture_output=True, text=True).stdout
-        assert "not found" not in ldd, f"{elf.name}:\n{ldd}"
+        missing = re.findall(r"^\s*(\S+) => not found", ldd, re.MULTILINE)
+        # The driver library comes from the machine, never a wheel: a machine without a driver lacks only it.
+        assert missing in ([], ["libcuda.so.1"] if not system_driver and elf.name == "libggml-cuda.so" else []), (
+            f"{elf.name}:\n{ldd}"
+        )
 
 
 def test_cuda_runtime_comes_from_the_venvs_nvidia_wheels(installed: Installed) -> None:
