@@ -120,3 +120,40 @@ def test_offline_bundle_without_cuda_wheels_installs_with_no_network(
     got = _pip(python, "install", "-q", "--no-index", "--find-links", str(bundle), f"llcuda[{name}]", offline=True)
     assert got.returncode == 0, got.stderr
     assert (site / target.package / "bin" / "llama-server").is_file()
+
+
+@pytest.mark.parametrize("name", CUDA12)
+def test_cuda_wheels_in_another_site_packages_reach_the_server(name: str, tmp_path: Path) -> None:
+    """NVIDIA's wheels outside the backend's site-packages (a --user install beside a venv, a venv with system
+    site packages): the relative RUNPATH misses them, the runtime finds them on sys.path for the server."""
+    target = TARGETS[name]
+    wheel = backend_wheel(target)
+    where = tmp_path / "venv"
+    venv.create(where, with_pip=True)
+    python = where / "bin" / "python"
+    links = ["--find-links", str(WHEELHOUSE), "--find-links", str(WHEELHOUSE / "deps")]
+    got = _pip(python, "install", "-q", "--no-index", *links, "llcuda")
+    assert got.returncode == 0, got.stderr
+    got = _pip(python, "install", "-q", "--no-index", "--no-deps", str(wheel))
+    assert got.returncode == 0, got.stderr
+    other = tmp_path / "other-site"
+    colab = ["--find-links", str(_colab_wheels()), "--target", str(other), *COLAB_CUDA_WHEELS]
+    got = _pip(python, "install", "-q", "--no-index", "--no-deps", *colab)
+    assert got.returncode == 0, got.stderr
+    code = (
+        "import json, llcuda; from llcuda.discovery import child_env; "
+        f"(b,) = [b for b in llcuda.backends() if b.target == {name!r}]; "
+        "print(json.dumps({'lib': str(b.bin_dir / 'libggml-cuda.so'), 'env': child_env(b.llama_server)}))"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "PYTHONPATH")}
+    for on_path in (False, True):
+        env = {**base, "PYTHONPATH": str(other)} if on_path else base
+        out = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, check=True)
+        found = json.loads(out.stdout)
+        ldd = subprocess.run(["ldd", found["lib"]], env=found["env"], capture_output=True, text=True).stdout
+        resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd, re.MULTILINE))
+        if not on_path:  # nowhere to be found: the server would skip the CUDA backend
+            assert resolved.get("libcublas.so.12") == "not", ldd
+            continue
+        for soname in toolkit.runtime_wheels(target.cuda_version[0]).sonames:
+            assert (other / "nvidia") in Path(resolved[soname]).resolve().parents, (soname, ldd)
