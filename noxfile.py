@@ -175,6 +175,8 @@ def _build(session: nox.Session, targets: list[Target], house: House, env: dict[
         _factory(session, "toolkit", "--target", target.name)
     build_env = {
         "SOURCE_DATE_EPOCH": _source_date_epoch(),
+        # every core, whatever generator CMake picks (make builds serially without it)
+        "CMAKE_BUILD_PARALLEL_LEVEL": os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2)),
         "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "8G"),
         **(env or {}),
     }

@@ -6,7 +6,8 @@
 #   bash ci/install-build-deps.sh && .venv/bin/nox -s wheels
 #   .venv/bin/nox -s tests
 #
-# 1. Debian's own packages: compilers, cmake, ccache, patchelf, python3-venv, git, and the few tools the tests call
+# 1. Debian's own packages: compilers, cmake, ninja (without it the build falls back to a serial make), ccache,
+#    patchelf, python3-venv, git, and the few tools the tests call
 #    (pgrep, ip). Nothing that is already installed is touched.
 # 2. The CUDA toolkit(s) the rows of targets.toml name: ci/install-cuda-toolkit.sh.
 # 3. .venv/ with nox (created once; kept if it is there).
@@ -18,7 +19,7 @@ log() { printf '[install-build-deps] %s\n' "$*" >&2; }
 
 if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    pkgs=(build-essential cmake ccache patchelf python3 python3-venv git ca-certificates procps iproute2)
+    pkgs=(build-essential cmake ninja-build ccache patchelf python3 python3-venv git ca-certificates procps iproute2)
     missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,7 +33,7 @@ if command -v apt-get >/dev/null 2>&1; then
         fi
     fi
 elif command -v dnf >/dev/null 2>&1; then
-    dnf install -y -q gcc gcc-c++ make cmake ccache patchelf python3 git procps-ng iproute
+    dnf install -y -q gcc gcc-c++ make cmake ninja-build ccache patchelf python3 git procps-ng iproute
 else
     log "neither apt-get nor dnf: install a C/C++ compiler, cmake, ccache, patchelf, python3 with venv, git by hand"
 fi
