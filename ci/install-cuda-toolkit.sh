@@ -19,7 +19,7 @@ die() { log "error: $*"; exit 1; }
 
 # The versions to install and where the factory looks for them ("VERSION PREFIX" lines), from targets.toml.
 python=${PYTHON:-python3}
-plan=$(PYTHONPATH="$here" "$python" -m llcuda_factory toolkits "$@") || die "cannot read targets.toml"
+plan=$(PYTHONPATH="$here" "$python" -m llcuda_factory toolkits "$@") || exit 2  # the factory said why, in one line
 [ -n "$plan" ] || { log "nothing to install: no CUDA toolkit is named${*:+ for $*}"; exit 0; }
 
 # ------------------------------------------------------------------------------------------------ Debian
