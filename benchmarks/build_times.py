@@ -34,10 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "ci"))
+from llcuda_factory.project import llama_cpp_pin
 
-from llcuda_factory.targets import llama_cpp_pin  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _children_cpu() -> float:
@@ -57,8 +56,17 @@ def build(target: str, work: Path, ccache_dir: Path, *, override: str | None = N
     build_dir = Path(tempfile.mkdtemp(prefix=f"{target}-", dir=work))
     log = work / f"{build_dir.name}.log"
     env = {**os.environ, "CCACHE_DIR": str(ccache_dir), "CCACHE_MAXSIZE": "20G"}
-    cmd = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-           f"-DLLCUDA_TARGET={target}"]  # fmt: skip
+    cmd = [
+        "cmake",
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build_dir),
+        "-G",
+        "Ninja",
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DLLCUDA_TARGET={target}",
+    ]
     if override:
         cmd.append(f"-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE={override}")
     subprocess.run(["ccache", "--zero-stats"], env=env, check=True, capture_output=True)
@@ -106,8 +114,18 @@ def sampled_default_arch(target: str, every: int, work: Path, archs: str) -> dic
     dirs, infos = {}, {}
     for name, override in (("single", None), ("default", archs)):
         build_dir = Path(tempfile.mkdtemp(prefix=f"{target}-{name}-", dir=work))
-        cmd = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-               f"-DLLCUDA_TARGET={target}", "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"]  # fmt: skip
+        cmd = [
+            "cmake",
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build_dir),
+            "-G",
+            "Ninja",
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DLLCUDA_TARGET={target}",
+            "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
+        ]
         if override:
             cmd.append(f"-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE={override}")
         subprocess.run(cmd, check=True, capture_output=True)
@@ -131,11 +149,17 @@ def sampled_default_arch(target: str, every: int, work: Path, archs: str) -> dic
                 proc = subprocess.run(argv, cwd=entry["directory"], env=env, capture_output=True, text=True)
                 if proc.returncode != 0:
                     errors = [line for line in proc.stderr.splitlines() if "error" in line]
-                    raise CompileFailed({"archs": archs, "cuda_architectures": infos[name], "file": source,
-                                         "errors": errors[:5]})  # fmt: skip
+                    raise CompileFailed(
+                        {"archs": archs, "cuda_architectures": infos[name], "file": source, "errors": errors[:5]}
+                    )
                 times[name] = {"wall": time.perf_counter() - wall, "cpu": _children_cpu() - cpu}
-            rows.append({"file": Path(source).name, "single_cpu_s": round(times["single"]["cpu"], 1),
-                         "default_cpu_s": round(times["default"]["cpu"], 1)})  # fmt: skip
+            rows.append(
+                {
+                    "file": Path(source).name,
+                    "single_cpu_s": round(times["single"]["cpu"], 1),
+                    "default_cpu_s": round(times["default"]["cpu"], 1),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     finally:
         for build_dir in dirs.values():
@@ -163,8 +187,10 @@ def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    rows = ["| build | CUDA archs | cold: wall / CPU | warm ccache: wall / CPU | ccache hits (warm) |",
-            "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows = [
+        "| build | CUDA archs | cold: wall / CPU | warm ccache: wall / CPU | ccache hits (warm) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, row in result["targets"].items():
         cold, warm = row["cold"], row.get("warm")
         archs = ", ".join(cold["cuda_architectures"]) or "none"
@@ -174,31 +200,41 @@ def markdown(result: dict[str, Any]) -> str:
         rows.append(f"| {name} | {archs} | {cold_text} | {warm_text} | {hits} |")
     if "default_arch" in result:
         d = result["default_arch"]
-        rows.append(f"| {d['target']}, llama.cpp's default archs | {', '.join(d['cuda_architectures'])} | "
-                    f"{d['build_s']:.0f} s / {d['build_cpu_s']:.0f} s | | |")  # fmt: skip
+        rows.append(
+            f"| {d['target']}, llama.cpp's default archs | {', '.join(d['cuda_architectures'])} | "
+            f"{d['build_s']:.0f} s / {d['build_cpu_s']:.0f} s | | |"
+        )
     text = "\n".join(rows) + "\n"
     if "default_arch_failure" in result:
         f = result["default_arch_failure"]
         error = f["errors"][0].split(": ", 1)[-1]
-        text += (f"\nllama.cpp's own default arch list for this toolkit ({', '.join(f['cuda_architectures'])}) "
-                 f"does not compile this commit: `{Path(f['file']).name}`: {error}\n")  # fmt: skip
+        text += (
+            f"\nllama.cpp's own default arch list for this toolkit ({', '.join(f['cuda_architectures'])}) "
+            f"does not compile this commit: `{Path(f['file']).name}`: {error}\n"
+        )
     if "default_arch_sample" in result:
         d = result["default_arch_sample"]
         what = "llama.cpp's default arch list" if d["archs"] == "llama.cpp-default" else "The arch list"
-        text += (f"\n{what} {', '.join(d['cuda_architectures'])} against "
-                 f"{d['target']}'s ({', '.join(d['single_architectures'])}), same commit and toolkit: "
-                 f"{d['sampled_files']} of the {d['cuda_files']} ggml-cuda files (every "
-                 f"{d['cuda_files'] // d['sampled_files']}th) compiled with both, without ccache: "
-                 f"{d['sample_default_cpu_s']:.0f} s against {d['sample_single_cpu_s']:.0f} s of CPU time, "
-                 f"{d['cuda_compile_ratio']}x.\n")  # fmt: skip
+        text += (
+            f"\n{what} {', '.join(d['cuda_architectures'])} against "
+            f"{d['target']}'s ({', '.join(d['single_architectures'])}), same commit and toolkit: "
+            f"{d['sampled_files']} of the {d['cuda_files']} ggml-cuda files (every "
+            f"{d['cuda_files'] // d['sampled_files']}th) compiled with both, without ccache: "
+            f"{d['sample_default_cpu_s']:.0f} s against {d['sample_single_cpu_s']:.0f} s of CPU time, "
+            f"{d['cuda_compile_ratio']}x.\n"
+        )
         if "estimated_build_ratio" in d:
-            text += (f"Scaled to the whole cold {d['target']} build ({d['estimated_cuda_cpu_s']:.0f} s of its CPU "
-                     f"time are CUDA files): about {d['estimated_build_cpu_s']:.0f} s, "
-                     f"{d['estimated_build_ratio']}x the CPU time (an estimate, not a full build).\n")  # fmt: skip
+            text += (
+                f"Scaled to the whole cold {d['target']} build ({d['estimated_cuda_cpu_s']:.0f} s of its CPU "
+                f"time are CUDA files): about {d['estimated_build_cpu_s']:.0f} s, "
+                f"{d['estimated_build_ratio']}x the CPU time (an estimate, not a full build).\n"
+            )
     if "default_arch_ratio" in result:
         r = result["default_arch_ratio"]
-        text += (f"\nDefault arch list over llcuda's single arch ({r['against']}), cold: {r['wall']}x wall time, "
-                 f"{r['cpu']}x CPU time.\n")  # fmt: skip
+        text += (
+            f"\nDefault arch list over llcuda's single arch ({r['against']}), cold: {r['wall']}x wall time, "
+            f"{r['cpu']}x CPU time.\n"
+        )
     return text
 
 
@@ -209,10 +245,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--merge", action="store_true", help="keep the results already in --out")
-    parser.add_argument("--default-archs", default="llama.cpp-default",
-                        help="the arch list to compare with (default: llama.cpp's own for this toolkit)")  # fmt: skip
-    parser.add_argument("--default-arch-sample", type=int, metavar="K", default=0,
-                        help="instead of a full default-arch build, compile every K-th CUDA file twice")  # fmt: skip
+    parser.add_argument(
+        "--default-archs",
+        default="llama.cpp-default",
+        help="the arch list to compare with (default: llama.cpp's own for this toolkit)",
+    )
+    parser.add_argument(
+        "--default-arch-sample",
+        type=int,
+        metavar="K",
+        default=0,
+        help="instead of a full default-arch build, compile every K-th CUDA file twice",
+    )
     args = parser.parse_args()
     if args.default_arch_sample < 0:
         parser.error("--default-arch-sample takes K >= 1 (every K-th file), or 0 for the full build")
@@ -269,8 +313,11 @@ def main() -> None:
         if t in result["targets"]:
             cold = result["targets"][t]["cold"]
             default = result["default_arch"]
-            result["default_arch_ratio"] = {"against": f"{t} cold", "wall": _ratio(default, cold, "build_s"),
-                                            "cpu": _ratio(default, cold, "build_cpu_s")}  # fmt: skip
+            result["default_arch_ratio"] = {
+                "against": f"{t} cold",
+                "wall": _ratio(default, cold, "build_s"),
+                "cpu": _ratio(default, cold, "build_cpu_s"),
+            }
         save()
         print(json.dumps(result["default_arch"]), flush=True)
 

@@ -36,12 +36,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "ci"))
+from llcuda_factory import fatbin, toolkit
+from llcuda_factory.errors import FactoryError
+from llcuda_factory.targets import all_targets
 
-from llcuda_factory import fatbin, toolkit  # noqa: E402
-from llcuda_factory.errors import FactoryError  # noqa: E402
-from llcuda_factory.targets import all_targets  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MB = 1_000_000
 _OUTPUT = re.compile(r"\s-o\s+(\S+)")

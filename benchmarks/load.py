@@ -13,17 +13,13 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from llcuda.engine import InferenceEngine
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from tinymodel import write_tiny_llama
+from llcuda_testkit.tinymodel import write_tiny_llama
 
 
 def main() -> None:
@@ -48,13 +44,16 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "requests": args.requests, "clients": args.clients, "slots": args.slots, "tokens_per_request": args.tokens,
+        "requests": args.requests,
+        "clients": args.clients,
+        "slots": args.slots,
+        "tokens_per_request": args.tokens,
         "errors": errors,
         "p50_ms": round(statistics.median(latencies), 1),
         "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 1),
         "tokens_per_s": round(tokens / wall, 1),
         "requests_per_s": round(args.requests / wall, 1),
-    }  # fmt: skip
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "load.json").write_text(json.dumps(result, indent=2) + "\n")
     table = (

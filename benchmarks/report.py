@@ -51,15 +51,19 @@ def gpu_section(data: dict[str, Any]) -> str:
     if rerun:
         a, b = rerun.get(("stage75", 128)), rerun.get(("stagenative", 128))
         if a and b:
-            lines.append(f"A second, interleaved run (10 repetitions): tg128 {a['tokens_per_s']} vs "
-                         f"{b['tokens_per_s']} tokens/s ({a['tokens_per_s'] / b['tokens_per_s']:.2f}).")  # fmt: skip
+            lines.append(
+                f"A second, interleaved run (10 repetitions): tg128 {a['tokens_per_s']} vs "
+                f"{b['tokens_per_s']} tokens/s ({a['tokens_per_s'] / b['tokens_per_s']:.2f})."
+            )
     rt = s.get("runtime") or {}
     if rt:
         c = rt["check_gpu_compatibility"]
-        lines.append(f"The llcuda runtime there: `check_gpu_compatibility()` found {c['gpu_name']} (CC "
-                     f"{c['compute_capability']}) with backend cc75 as `{c['backends'].get('cc75')}`; "
-                     f"`load_model(gpu_layers=None)` took {rt['load_model_s']} s and `infer` made "
-                     f"{rt['tokens']} tokens at {rt['tokens_per_s']} tokens/s.")  # fmt: skip
+        lines.append(
+            f"The llcuda runtime there: `check_gpu_compatibility()` found {c['gpu_name']} (CC "
+            f"{c['compute_capability']}) with backend cc75 as `{c['backends'].get('cc75')}`; "
+            f"`load_model(gpu_layers=None)` took {rt['load_model_s']} s and `infer` made "
+            f"{rt['tokens']} tokens at {rt['tokens_per_s']} tokens/s."
+        )
     for line in data.get("runtime_verbose", []):
         if "offloaded" in line or "projected" in line:
             lines.append(f"    {line.strip()}")

@@ -21,12 +21,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 import llcuda
 from llcuda.engine import InferenceEngine
-from serverproc import running_server
-from tinymodel import write_tiny_llama
+from llcuda_testkit.serverproc import running_server
+from llcuda_testkit.tinymodel import write_tiny_llama
 
 
 def _wall(cmd: list[str], runs: int) -> list[float]:
@@ -41,8 +39,12 @@ def _wall(cmd: list[str], runs: int) -> list[float]:
 def import_time(runs: int) -> dict[str, float]:
     bare = statistics.median(_wall([sys.executable, "-c", "pass"], runs))
     with_llcuda = statistics.median(_wall([sys.executable, "-c", "import llcuda"], runs))
-    return {"bare_ms": bare, "import_llcuda_ms": with_llcuda, "added_ms": with_llcuda - bare,
-            "ratio": with_llcuda / bare}  # fmt: skip
+    return {
+        "bare_ms": bare,
+        "import_llcuda_ms": with_llcuda,
+        "added_ms": with_llcuda - bare,
+        "ratio": with_llcuda / bare,
+    }
 
 
 def startup(model: Path, runs: int, tmp: Path) -> dict[str, float]:
@@ -56,8 +58,11 @@ def startup(model: Path, runs: int, tmp: Path) -> dict[str, float]:
         with InferenceEngine() as eng:
             eng.load_model(model, ctx_size=256, silent=True, threads=2)
             ours.append((time.perf_counter() - start) * 1000)
-    return {"raw_server_to_health_ms": statistics.median(raw), "load_model_ms": statistics.median(ours),
-            "ratio": statistics.median(ours) / statistics.median(raw)}  # fmt: skip
+    return {
+        "raw_server_to_health_ms": statistics.median(raw),
+        "load_model_ms": statistics.median(ours),
+        "ratio": statistics.median(ours) / statistics.median(raw),
+    }
 
 
 def requests(model: Path, n: int) -> dict[str, float]:
@@ -79,9 +84,14 @@ def requests(model: Path, n: int) -> dict[str, float]:
             ours_ms.append(result.latency_ms)
             ours_tps.append(result.tokens_per_sec)
     raw, ours = statistics.median(raw_ms), statistics.median(ours_ms)
-    return {"requests": n, "raw_http_median_ms": raw, "engine_infer_median_ms": ours,
-            "added_ms": ours - raw, "latency_ratio": ours / raw,
-            "tokens_per_sec_ratio": statistics.median(ours_tps) / statistics.median(raw_tps)}  # fmt: skip
+    return {
+        "requests": n,
+        "raw_http_median_ms": raw,
+        "engine_infer_median_ms": ours,
+        "added_ms": ours - raw,
+        "latency_ratio": ours / raw,
+        "tokens_per_sec_ratio": statistics.median(ours_tps) / statistics.median(raw_tps),
+    }
 
 
 def main() -> int:

@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "ci"))
+from llcuda_factory.targets import all_targets
+from llcuda_factory.wheelfile import requires as requires_dist
+from llcuda_factory.wheelhouse import parse_wheel_name
 
-from llcuda_factory.audit import requires_dist  # noqa: E402
-from llcuda_factory.targets import all_targets  # noqa: E402
-from llcuda_factory.wheelhouse import parse_wheel_name  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 _RUNTIME_LIBS = re.compile(r"/lib/lib(cudart|cublas|cublasLt)\.so\.\d+$")
 
@@ -66,8 +64,12 @@ def main() -> None:
         if not found:
             continue
         wheel = found[-1]
-        row: dict[str, Any] = {"target": target.name, "wheel": wheel.name, "compressed": wheel.stat().st_size,
-                               "unpacked": unpacked(wheel)}  # fmt: skip
+        row: dict[str, Any] = {
+            "target": target.name,
+            "wheel": wheel.name,
+            "compressed": wheel.stat().st_size,
+            "unpacked": unpacked(wheel),
+        }
         if target.is_cuda:
             with tempfile.TemporaryDirectory() as tmp:
                 fat = bundled(wheel, args.wheelhouse / "deps", target.package, Path(tmp))
@@ -78,13 +80,20 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d"), "wheels": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sizes.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["| wheel | compressed | unpacked | with cudart + cuBLAS bundled: compressed / unpacked | ratio |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| wheel | compressed | unpacked | with cudart + cuBLAS bundled: compressed / unpacked | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        bundled_text = (f"{r['bundled_compressed'] / 1e6:.1f} MB / {r['bundled_unpacked'] / 1e6:.1f} MB"
-               if "bundled_compressed" in r else "n/a (no CUDA)")  # fmt: skip
-        lines.append(f"| llcuda-{r['target']} | {r['compressed'] / 1e6:.1f} MB | {r['unpacked'] / 1e6:.1f} MB | "
-                     f"{bundled_text} | {r.get('bundled_over_llcuda', '')} |")  # fmt: skip
+        bundled_text = (
+            f"{r['bundled_compressed'] / 1e6:.1f} MB / {r['bundled_unpacked'] / 1e6:.1f} MB"
+            if "bundled_compressed" in r
+            else "n/a (no CUDA)"
+        )
+        lines.append(
+            f"| llcuda-{r['target']} | {r['compressed'] / 1e6:.1f} MB | {r['unpacked'] / 1e6:.1f} MB | "
+            f"{bundled_text} | {r.get('bundled_over_llcuda', '')} |"
+        )
     (args.out / "sizes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

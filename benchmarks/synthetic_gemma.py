@@ -11,15 +11,12 @@ the text is noise, but the bytes read per token, and so the speed, are a real ge
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import gguf
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from tinymodel import byte_vocab
+from llcuda_testkit.tinymodel import byte_vocab
 
 N_VOCAB = 262_144
 N_EMBD = 1152

@@ -15,16 +15,13 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import llcuda
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from synthetic_gemma import weight_bytes, write_gemma3_1b_like
+
+import llcuda
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,16 +37,30 @@ def model(backend: llcuda.Backend, cache: Path) -> tuple[Path, dict[str, Any]]:
         info["write_f16_s"] = round(time.perf_counter() - start, 1)
         start = time.perf_counter()
         tmp = q4.with_suffix(".partial")
-        subprocess.run([str(backend.bin_dir / "llama-quantize"), str(f16), str(tmp), "Q4_K_M"], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [str(backend.bin_dir / "llama-quantize"), str(f16), str(tmp), "Q4_K_M"], check=True, capture_output=True
+        )
         tmp.replace(q4)
         info["quantize_s"] = round(time.perf_counter() - start, 1)
     return q4, info
 
 
 def bench(backend: llcuda.Backend, path: Path, reps: int, threads: int) -> list[dict[str, Any]]:
-    cmd = [str(backend.bin_dir / "llama-bench"), "-m", str(path), "-p", "512", "-n", "128", "-r", str(reps),
-           "-t", str(threads), "-o", "json"]  # fmt: skip
+    cmd = [
+        str(backend.bin_dir / "llama-bench"),
+        "-m",
+        str(path),
+        "-p",
+        "512",
+        "-n",
+        "128",
+        "-r",
+        str(reps),
+        "-t",
+        str(threads),
+        "-o",
+        "json",
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     rows: list[dict[str, Any]] = json.loads(out.stdout)
     return rows

@@ -10,7 +10,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # repair and test run with the build's CPython first on PATH; before-all has only the image's interpreters.
 py=python
-factory() { PYTHONPATH="$here" "$py" -m llcuda_factory "$@"; }
+factory() { PYTHONPATH="$here/../factory" "$py" -m llcuda_factory "$@"; }
 
 cmd=${1:?usage: ci/cibw.sh before-all|repair|test ...}
 shift
@@ -36,7 +36,7 @@ repair)
 test)
     project=$1 target=$(basename "$2")
     "$py" -m pip install -q "$project"
-    LLCUDA_EXPECT_BACKEND="$target" "$py" -m pytest -p no:cacheprovider -q "$project/tests/test_smoke.py"
+    "$py" -m pytest -p no:cacheprovider -q "$project/tests/wheels/test_smoke.py" --expect-backend "$target"
     ;;
 *)
     echo "ci/cibw.sh: unknown command $cmd" >&2

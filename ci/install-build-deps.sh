@@ -43,6 +43,6 @@ bash ci/install-cuda-toolkit.sh
 if [ ! -x .venv/bin/nox ]; then
     log "creating .venv with nox"
     python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check "nox>=2024.4"
+    .venv/bin/python -m pip install -q --disable-pip-version-check "nox>=2025.2.9"
 fi
 log "ready: .venv/bin/nox -s wheels, then .venv/bin/nox -s tests"

@@ -19,7 +19,7 @@ die() { log "error: $*"; exit 1; }
 
 # The versions to install and where the factory looks for them ("VERSION PREFIX" lines), from targets.toml.
 python=${PYTHON:-python3}
-plan=$(PYTHONPATH="$here" "$python" -m llcuda_factory toolkits "$@") || exit 2  # the factory said why, in one line
+plan=$(PYTHONPATH="$here/../factory" "$python" -m llcuda_factory toolkits "$@") || exit 2  # the factory said why, in one line
 [ -n "$plan" ] || { log "nothing to install: no CUDA toolkit is named${*:+ for $*}"; exit 0; }
 
 # ------------------------------------------------------------------------------------------------ Debian
@@ -150,7 +150,7 @@ install_rhel() {
     arch="$(uname -m)"
     [ "$arch" = aarch64 ] && arch=sbsa
     # The newest gcc-toolset this CUDA accepts as host compiler (the factory picks it up from /opt/rh).
-    gcc=$(PYTHONPATH="$here" "$python" -c "from llcuda_factory import toolkit; print(toolkit.max_gcc(($(tr . , <<<"$ver"))))")
+    gcc=$(PYTHONPATH="$here/../factory" "$python" -c "from llcuda_factory import toolkit; print(toolkit.max_gcc(($(tr . , <<<"$ver"))))")
     if [ -x "/usr/local/cuda-$ver/bin/nvcc" ] && [ -x "/opt/rh/gcc-toolset-$gcc/root/usr/bin/g++" ]; then
         log "CUDA $ver already in /usr/local/cuda-$ver: nothing to do"
         return

@@ -1,4 +1,4 @@
-# LLCUDA_* options and the settings of one target, read from targets.toml by ci/llcuda_factory.
+# LLCUDA_* options and the settings of one target, read from targets.toml by factory/llcuda_factory.
 
 set(LLCUDA_TARGET "" CACHE STRING "Backend target, a row of targets.toml (cpu, cc50, cc75, ...)")
 set(LLCUDA_LLAMA_CPP_SOURCE "$ENV{LLCUDA_LLAMA_CPP_SOURCE}" CACHE PATH
@@ -29,7 +29,7 @@ if(LLCUDA_CUDA_VERSION_OVERRIDE)
   list(APPEND _llcuda_args --cuda-version "${LLCUDA_CUDA_VERSION_OVERRIDE}")
 endif()
 execute_process(
-  COMMAND "${CMAKE_COMMAND}" -E env "PYTHONPATH=${PROJECT_SOURCE_DIR}/ci:$ENV{PYTHONPATH}"
+  COMMAND "${CMAKE_COMMAND}" -E env "PYTHONPATH=${PROJECT_SOURCE_DIR}/factory:$ENV{PYTHONPATH}"
           "${Python_EXECUTABLE}" -m llcuda_factory ${_llcuda_args}
   RESULT_VARIABLE _llcuda_rc
   ERROR_VARIABLE _llcuda_err)

@@ -1,4 +1,4 @@
-# The CUDA toolkit chosen (and checked) by ci/llcuda_factory/toolkit.py: see LLCUDA_CUDA_* in llcuda-target.cmake.
+# The CUDA toolkit chosen (and checked) by factory/llcuda_factory/toolkit.py: see LLCUDA_CUDA_* in llcuda-target.cmake.
 
 if(NOT LLCUDA_CUDA_ARCHITECTURES)
   return()

@@ -84,7 +84,7 @@ if(TARGET ggml-cuda)
   # The oldest driver that runs the built fatbin (SASS and PTX-JIT paths), read from the library itself after the
   # build and written into build_info.json before it is installed.
   install(
-    CODE "execute_process(COMMAND \"${CMAKE_COMMAND}\" -E env \"PYTHONPATH=${PROJECT_SOURCE_DIR}/ci\"
+    CODE "execute_process(COMMAND \"${CMAKE_COMMAND}\" -E env \"PYTHONPATH=${PROJECT_SOURCE_DIR}/factory\"
             \"${Python_EXECUTABLE}\" -m llcuda_factory driver-floor \"$<TARGET_FILE:ggml-cuda>\"
             --cuda-major ${CUDAToolkit_VERSION_MAJOR} --cuobjdump \"${LLCUDA_CUDA_BIN_DIR}/cuobjdump\"
             --build-info \"${CMAKE_BINARY_DIR}/build_info.json\" COMMAND_ERROR_IS_FATAL ANY)"

@@ -1,11 +1,19 @@
-"""Shared fixtures: the targets table, tiny GGUF models, and fresh venvs with a backend wheel installed."""
+"""Shared options and fixtures: the targets table, tiny GGUF models, fresh venvs with a backend wheel installed.
+
+``tests/unit/`` runs in seconds with no wheel (and imports neither gguf nor numpy while collecting).
+``tests/wheels/`` drives the real llama-server of the built wheels; those tests run with ``--run-wheels``:
+
+    pytest tests/unit                       # the fast unit tests
+    pytest --run-wheels=cpu                 # and the end-to-end tests of the cpu wheel (`nox -s wheels -- cpu`)
+    pytest --run-wheels=all                 # CI: every target's wheel is required
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
-import sys
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,12 +21,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "ci"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from llcuda_factory.targets import Target, all_targets  # noqa: E402
-from tinymodel import write_tiny_llama  # noqa: E402
+from llcuda_factory import REPO_ROOT as ROOT
+from llcuda_factory.targets import Target, all_targets
 
 WHEELHOUSE = Path(os.environ.get("LLCUDA_WHEELHOUSE", ROOT / "wheelhouse"))
 TARGETS = all_targets()
@@ -30,10 +34,59 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+_RUN_WHEELS: set[str] = set()
+_EXPECT_BACKEND: list[str | None] = [None]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-wheels",
+        metavar="TARGETS",
+        default=None,
+        help="run the tests of the built wheels (tests/wheels/) for these targets: 'all' or a comma list such as "
+        "'cpu,cc50'; a missing wheel of a named target fails",
+    )
+    parser.addoption(
+        "--expect-backend",
+        metavar="TARGET",
+        default=None,
+        help="the backend installed in this interpreter, which the smoke tests check (ci/cibw.sh test)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    raw = config.getoption("--run-wheels")
+    if raw is not None:
+        names = set(TARGETS) if raw.strip() == "all" else {t.strip() for t in raw.split(",") if t.strip()}
+        unknown = sorted(names - set(TARGETS))
+        if unknown:
+            raise pytest.UsageError(
+                f"--run-wheels: unknown target {', '.join(unknown)}; the targets are {sorted(TARGETS)}"
+            )
+        _RUN_WHEELS.update(names)
+    _EXPECT_BACKEND[0] = config.getoption("--expect-backend")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/wheels/ is a wheel test; without --run-wheels (or --expect-backend) it is skipped."""
+    wheels_dir = Path(__file__).parent / "wheels"
+    run = bool(_RUN_WHEELS) or _EXPECT_BACKEND[0] is not None
+    skip = pytest.mark.skip(reason="a test of the built wheels: pass --run-wheels=all (or a target list)")
+    for item in items:
+        if wheels_dir in item.path.parents:
+            item.add_marker(pytest.mark.wheels)
+            if not run:
+                item.add_marker(skip)
+
+
 def required_wheels() -> set[str]:
-    """Targets whose wheels must be present: ``LLCUDA_REQUIRE_WHEELS=all`` (CI) or a comma list."""
-    raw = os.environ.get("LLCUDA_REQUIRE_WHEELS", "")
-    return set(TARGETS) if raw.strip() == "all" else {t for t in raw.split(",") if t}
+    """Targets whose wheels must be present (``--run-wheels``)."""
+    return set(_RUN_WHEELS)
+
+
+def expected_backend() -> str | None:
+    """The target ``--expect-backend`` names (the release build's smoke test), or None."""
+    return _EXPECT_BACKEND[0]
 
 
 def backend_wheel(target: Target) -> Path:
@@ -45,6 +98,35 @@ def backend_wheel(target: Target) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return found[-1]
+
+
+def fake_toolkit(root: Path, version: str, archs: list[int], *, cublas: bool = True) -> Path:
+    """A directory that looks like a CUDA toolkit to the factory: bin/nvcc, bin/ptxas, cuBLAS headers, and the
+    versioned cudart/cuBLAS libraries a build links (``libcudart.so -> libcudart.so.X.Y.127``)."""
+    (root / "bin").mkdir(parents=True)
+    nvcc = root / "bin" / "nvcc"
+    arch_lines = "\\n".join(f"compute_{a}" for a in archs)
+    nvcc.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in --version) echo "Cuda compilation tools, release {version}, V{version}.1";;\n'
+        f"--list-gpu-arch) printf '{arch_lines}\\n';; esac\n"
+    )
+    nvcc.chmod(nvcc.stat().st_mode | stat.S_IEXEC)
+    (root / "bin" / "ptxas").touch()
+    major = version.split(".", maxsplit=1)[0]
+    lib = root / "lib64"
+    lib.mkdir()
+    (lib / f"libcudart.so.{version}.127").touch()
+    (lib / "libcudart.so").symlink_to(f"libcudart.so.{version}.127")
+    if cublas:
+        (root / "include").mkdir()
+        (root / "include" / "cublas_v2.h").touch()
+        (root / "include" / "cublas_api.h").write_text(
+            f"#define CUBLAS_VER_MAJOR {major}\n#define CUBLAS_VER_MINOR 9\n"
+        )
+        (lib / f"libcublas.so.{major}.9.5.8").touch()
+        (lib / "libcublas.so").symlink_to(f"libcublas.so.{major}.9.5.8")
+    return nvcc
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +143,8 @@ def cpu_backend() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from llcuda_testkit.tinymodel import write_tiny_llama  # gguf and numpy: not while collecting the unit tests
+
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama.gguf")
 
 
@@ -111,8 +195,10 @@ def install_backend(target: Target, where: Path) -> Installed:
     subprocess.run(without_network([*cmd, f"llcuda[{target.name}]"]), check=True)  # what the README tells users
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return Installed(target, python, Path(site), bundle)
 
 

@@ -18,18 +18,51 @@ import sys
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "ci"))
+from llcuda_factory import source
+from llcuda_factory.project import llama_cpp_pin
 
-from llcuda_factory import source  # noqa: E402
-from llcuda_factory.targets import llama_cpp_pin  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 OUT = ROOT / ".device"
-DROP_TOP = {"docs", "models", "media", "tests", "examples", "pocs", "benches", "gguf-py", "conversion",
-            "skills", "app", ".github", ".devops"}  # fmt: skip
-DROP = {*(f"ggml/src/ggml-{b}" for b in (
-    "vulkan", "sycl", "metal", "opencl", "hexagon", "webgpu", "openvino", "et", "cann", "musa", "hip", "rpc",
-    "zdnn", "kompute", "blas", "virtgpu", "zendnn"))}  # fmt: skip
+DROP_TOP = {
+    "docs",
+    "models",
+    "media",
+    "tests",
+    "examples",
+    "pocs",
+    "benches",
+    "gguf-py",
+    "conversion",
+    "skills",
+    "app",
+    ".github",
+    ".devops",
+}
+DROP = {
+    *(
+        f"ggml/src/ggml-{b}"
+        for b in (
+            "vulkan",
+            "sycl",
+            "metal",
+            "opencl",
+            "hexagon",
+            "webgpu",
+            "openvino",
+            "et",
+            "cann",
+            "musa",
+            "hip",
+            "rpc",
+            "zdnn",
+            "kompute",
+            "blas",
+            "virtgpu",
+            "zendnn",
+        )
+    )
+}
 WHEELS = ["gguf==0.19.0", "platformdirs>=4"]
 
 
@@ -57,8 +90,22 @@ def main() -> None:
     (OUT / "llama.cpp.tar.xz.sha256").write_text(f"{digest}  llama.cpp.tar.xz  # llama.cpp {pin.tag} {pin.commit}\n")
     whl = OUT / "whl"
     whl.mkdir(exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-                    "--dest", str(whl), *WHEELS], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            str(whl),
+            *WHEELS,
+        ],
+        check=True,
+    )
     size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"{OUT}: {size / 2**20:.1f} MiB (llama.cpp {pin.tag}, tree sha256 {digest[:16]}…)")
 

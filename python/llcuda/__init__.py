@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
     from .discovery import find_llama_server
     from .engine import InferenceEngine, InferResult
-    from .gpu import check_gpu_compatibility, detect_gpus
+    from .fit import check_gpu_compatibility
+    from .gpu import detect_gpus
     from .installed import Backend, backends
     from .server import ServerManager
 
@@ -39,7 +40,7 @@ _LAZY = {
     "InferResult": "engine",
     "ServerManager": "server",
     "find_llama_server": "discovery",
-    "check_gpu_compatibility": "gpu",
+    "check_gpu_compatibility": "fit",
     "detect_gpus": "gpu",
 }
 

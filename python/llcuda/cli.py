@@ -19,7 +19,7 @@ from .installed import backends
 
 def _doctor(args: argparse.Namespace) -> int:
     from .discovery import find_llama_server
-    from .gpu import check_gpu_compatibility
+    from .fit import check_gpu_compatibility
 
     report = check_gpu_compatibility()
     if args.json:
@@ -29,8 +29,10 @@ def _doctor(args: argparse.Namespace) -> int:
     if report["gpus"]:
         for g in report["gpus"]:
             cc = ".".join(map(str, g["compute_capability"]))
-            print(f"GPU {g['index']}: {g['name']}, CC {cc}, {g['memory_free_mb']}/{g['memory_total_mb']} MiB free, "
-                  f"driver {g['driver_version']}")  # fmt: skip
+            print(
+                f"GPU {g['index']}: {g['name']}, CC {cc}, {g['memory_free_mb']}/{g['memory_total_mb']} MiB free, "
+                f"driver {g['driver_version']}"
+            )
     else:
         print("GPU: none found (no NVIDIA driver, or no GPU)")
     if report["backends"]:
@@ -82,8 +84,9 @@ def _engine(args: argparse.Namespace, **options: Any) -> Any:
     from .engine import InferenceEngine
 
     engine = InferenceEngine()
-    engine.load_model(args.model, gpu_layers=args.gpu_layers, ctx_size=args.ctx_size, silent=not args.verbose,
-                      **options)  # fmt: skip
+    engine.load_model(
+        args.model, gpu_layers=args.gpu_layers, ctx_size=args.ctx_size, silent=not args.verbose, **options
+    )
     return engine
 
 
@@ -128,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backends", help="list the installed backends")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_backends)
-    for name, func, help_text in (("serve", _serve, "serve MODEL over an OpenAI-compatible API until Ctrl-C"),
-                                  ("run", _run, "stream the answer to PROMPT")):  # fmt: skip
+    for name, func, help_text in (
+        ("serve", _serve, "serve MODEL over an OpenAI-compatible API until Ctrl-C"),
+        ("run", _run, "stream the answer to PROMPT"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("model", help="a .gguf path, an alias, or owner/repo:file.gguf")
         if name == "run":

@@ -3,7 +3,7 @@
 1. ``LLAMA_SERVER_PATH``;
 2. the installed backend wheel that best fits the present GPU (native SASS, then PTX, then CPU);
 3. ``LLAMA_CPP_DIR`` (its ``bin/`` and ``build/bin/``);
-4. the user cache dir (``platformdirs.user_cache_dir("llcuda")/bin``);
+4. llcuda's cache dir (``$LLCUDA_CACHE_DIR`` or ``platformdirs.user_cache_dir("llcuda")``), its ``bin/``;
 5. ``PATH`` and the system locations.
 
 Each candidate must exist, be an executable ELF file and start (``--version`` exits 0).
@@ -18,18 +18,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cachedir import cache_dir
 from .errors import ServerNotFoundError
-from .gpu import GPU, backend_fit, detect_gpus, target_for
+from .fit import rank_backends, target_for
+from .gpu import GPU, detect_gpus
 from .installed import Backend, backends
 
-_FIT_RANK = {"native": 0, "ptx": 1, "cpu": 2}
 SYSTEM_PATHS = (Path("/usr/local/bin/llama-server"), Path("/usr/bin/llama-server"))
-
-
-def user_cache_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("llcuda", appauthor=False))
 
 
 _STARTED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of binaries that answered --version
@@ -84,16 +79,6 @@ def child_env(server: Path) -> dict[str, str]:
     return env
 
 
-def rank_backends(installed: list[Backend], gpu: GPU | None) -> list[Backend]:
-    """Usable backends for ``gpu``, best first: native SASS, then PTX JIT, then CPU-only builds."""
-    usable = [(b, backend_fit(b, gpu)) for b in installed]
-    usable = [(b, f) for b, f in usable if f != "unsupported"]
-    # With no GPU, a plain CPU build before a CUDA build running on the CPU.
-    return [
-        b for b, f in sorted(usable, key=lambda bf: (_FIT_RANK[bf[1]], bool(bf[0].cuda_architectures), bf[0].target))
-    ]
-
-
 @dataclass
 class Search:
     """Every place looked at, with why it was refused."""
@@ -133,7 +118,7 @@ def find_llama_server(gpus: list[GPU] | None = None) -> Path:
             if found := search.check("LLAMA_CPP_DIR", Path(cpp_dir).expanduser() / sub / "llama-server"):
                 return found
 
-    if found := search.check("user cache", user_cache_dir() / "bin" / "llama-server"):
+    if found := search.check("llcuda cache", cache_dir() / "bin" / "llama-server"):
         return found
 
     on_path = shutil.which("llama-server")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RequestError, ServerCrashedError
+from .errors import RequestError
 from .models import resolve_model
-from .server import ServerManager, diagnose
+from .server import ServerManager
 
 _FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
 
@@ -62,8 +62,9 @@ class InferenceEngine:
         (``n_parallel=4`` -> ``--n-parallel 4``). Returns True; raises an :class:`~llcuda.errors.LLCudaError`.
         """
         path = resolve_model(model)
-        self.server.start_server(path, gpu_layers=gpu_layers, ctx_size=ctx_size, silent=silent, verbose=verbose,
-                                 **server_options)  # fmt: skip
+        self.server.start_server(
+            path, gpu_layers=gpu_layers, ctx_size=ctx_size, silent=silent, verbose=verbose, **server_options
+        )
         self.model_path = path
         return True
 
@@ -106,15 +107,6 @@ class InferenceEngine:
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
         )
 
-    def _crashed(self, err: BaseException) -> ServerCrashedError:
-        # A dropped connection usually means a dying server: give it a moment to be reaped and to flush its
-        # last lines, so that the error reports its exit code and why.
-        code = self.server.wait_exit(timeout=1.0)
-        tail = self.server.log_tail()
-        state = f"exited with code {code}" if code is not None else "stopped answering"
-        return ServerCrashedError(f"llama-server {state} during a request ({err})", log_tail=tail,
-                                  diagnosis=diagnose(tail))  # fmt: skip
-
     def _post(self, path: str, body: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
         req = self._request(path, body, timeout)
         try:
@@ -124,7 +116,7 @@ class InferenceEngine:
         except urllib.error.HTTPError as err:
             raise RequestError(f"{path}: HTTP {err.code}: {err.read().decode(errors='replace')[:500]}") from err
         except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            raise self._crashed(err) from err
+            raise self.server.crashed(err) from err
 
     def _record(self, result: InferResult) -> InferResult:
         with self._lock:
@@ -137,8 +129,9 @@ class InferenceEngine:
     # ------------------------------------------------------------------ generation
 
     @staticmethod
-    def _sampling(max_tokens: int, temperature: float, top_p: float, seed: int | None,
-                  stop: Sequence[str] | None) -> dict[str, Any]:  # fmt: skip
+    def _sampling(
+        max_tokens: int, temperature: float, top_p: float, seed: int | None, stop: Sequence[str] | None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"n_predict": max_tokens, "temperature": temperature, "top_p": top_p}
         if seed is not None:
             body["seed"] = seed
@@ -158,19 +151,26 @@ class InferenceEngine:
         """Complete ``prompt``. A request the server rejects gives ``success=False``; a dead server raises."""
         start = time.perf_counter()
         try:
-            out = self._post("/completion", {"prompt": prompt, **self._sampling(max_tokens, temperature, top_p,
-                                                                                seed, stop)})  # fmt: skip
+            out = self._post(
+                "/completion", {"prompt": prompt, **self._sampling(max_tokens, temperature, top_p, seed, stop)}
+            )
         except RequestError as err:
-            return self._record(InferResult(success=False, error_message=str(err),
-                                            latency_ms=(time.perf_counter() - start) * 1000))  # fmt: skip
+            return self._record(
+                InferResult(success=False, error_message=str(err), latency_ms=(time.perf_counter() - start) * 1000)
+            )
         latency = (time.perf_counter() - start) * 1000
         n = int(out.get("tokens_predicted", 0))
         timings = out.get("timings", {})
         tps = float(timings.get("predicted_per_second") or (n / (latency / 1000) if latency else 0.0))
-        return self._record(InferResult(
-            text=out.get("content", ""), tokens_generated=n, latency_ms=latency, tokens_per_sec=tps,
-            finish_reason=_FINISH.get(out.get("stop_type", ""), out.get("stop_type", "")),
-        ))  # fmt: skip
+        return self._record(
+            InferResult(
+                text=out.get("content", ""),
+                tokens_generated=n,
+                latency_ms=latency,
+                tokens_per_sec=tps,
+                finish_reason=_FINISH.get(out.get("stop_type", ""), out.get("stop_type", "")),
+            )
+        )
 
     def infer_stream(
         self,
@@ -198,15 +198,25 @@ class InferenceEngine:
         except urllib.error.HTTPError as err:
             raise RequestError(f"/completion: HTTP {err.code}: {err.read().decode(errors='replace')[:500]}") from err
         except (urllib.error.URLError, http.client.HTTPException, OSError, json.JSONDecodeError) as err:
-            raise self._crashed(err) from err
+            raise self.server.crashed(err) from err
         # The stream ended without its final event: the server died or dropped the connection.
-        raise self._crashed(ConnectionError("the stream ended without its final event"))
+        raise self.server.crashed(ConnectionError("the stream ended without its final event"))
 
-    def chat(self, messages: Sequence[dict[str, str]], max_tokens: int = 128, temperature: float = 0.7,
-             top_p: float = 0.9, seed: int | None = None) -> InferResult:  # fmt: skip
+    def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int | None = None,
+    ) -> InferResult:
         """One chat turn through the OpenAI-compatible endpoint (the model's chat template applies)."""
-        body: dict[str, Any] = {"messages": list(messages), "max_tokens": max_tokens, "temperature": temperature,
-                                "top_p": top_p}  # fmt: skip
+        body: dict[str, Any] = {
+            "messages": list(messages),
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
         if seed is not None:
             body["seed"] = seed
         start = time.perf_counter()
@@ -217,13 +227,19 @@ class InferenceEngine:
         latency = (time.perf_counter() - start) * 1000
         choice = out["choices"][0]
         n = int(out.get("usage", {}).get("completion_tokens", 0))
-        return self._record(InferResult(
-            text=choice["message"].get("content") or "", tokens_generated=n, latency_ms=latency,
-            tokens_per_sec=n / (latency / 1000) if latency else 0.0, finish_reason=choice.get("finish_reason", ""),
-        ))  # fmt: skip
+        return self._record(
+            InferResult(
+                text=choice["message"].get("content") or "",
+                tokens_generated=n,
+                latency_ms=latency,
+                tokens_per_sec=n / (latency / 1000) if latency else 0.0,
+                finish_reason=choice.get("finish_reason", ""),
+            )
+        )
 
-    def batch_infer(self, prompts: Sequence[str], max_tokens: int = 128, max_workers: int = 4,
-                    **kwargs: Any) -> list[InferResult]:  # fmt: skip
+    def batch_infer(
+        self, prompts: Sequence[str], max_tokens: int = 128, max_workers: int = 4, **kwargs: Any
+    ) -> list[InferResult]:
         """Run ``prompts`` concurrently across the server's slots; results keep the prompts' order."""
         with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
             return list(pool.map(lambda p: self.infer(p, max_tokens=max_tokens, **kwargs), prompts))

@@ -1,14 +1,20 @@
-"""Installed backend wheels, found through the ``llcuda.backends`` entry point group."""
+"""Installed backend wheels, found through the ``llcuda.backends`` entry point group.
+
+A backend package holds no logic: ``bin/`` with the tools and libraries, and ``build_info.json`` (what was built,
+read here with :mod:`importlib.resources`)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib import resources
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
+
+from .catalog import CudaArch
 
 GROUP = "llcuda.backends"
 
@@ -33,6 +39,11 @@ class Backend:
     def cuda_architectures(self) -> list[str]:
         archs: list[str] = self.build_info.get("cuda", {}).get("architectures", [])
         return archs
+
+    @property
+    def archs(self) -> tuple[CudaArch, ...]:
+        """The architectures really compiled, as the factory parsed them (``cuda.archs`` in build_info.json)."""
+        return tuple(CudaArch.from_json(a) for a in self.build_info.get("cuda", {}).get("archs", []))
 
     @property
     def cuda_version(self) -> str | None:
@@ -66,12 +77,33 @@ class Backend:
         return extra, missing
 
 
+def _entry_points() -> list[EntryPoint]:
+    if sys.version_info >= (3, 10):
+        return list(entry_points(group=GROUP))
+    return list(entry_points().get(GROUP, []))  # Python 3.9: a dict of groups
+
+
 def backends() -> list[Backend]:
-    """Every installed backend, sorted by target name. Reads only local package metadata."""
+    """Every installed backend, sorted by target name. Reads only local package metadata.
+
+    A broken install (a package that is gone, or an unreadable build_info.json) is skipped with a warning that
+    names it, so that it cannot hide the others.
+    """
     found: list[Backend] = []
-    for ep in entry_points(group=GROUP):
-        module = importlib.import_module(ep.value)
-        package_dir = Path(module.__file__ or "").resolve().parent
-        info = json.loads((package_dir / "build_info.json").read_text(encoding="utf-8"))
+    for ep in _entry_points():
+        try:
+            package_dir = Path(str(resources.files(ep.value)))
+            info = json.loads((package_dir / "build_info.json").read_text(encoding="utf-8"))
+            if not isinstance(info, dict):
+                raise ValueError("build_info.json is not a JSON object")
+        except (ImportError, OSError, ValueError) as err:
+            dist = f"llcuda-{ep.name}"
+            warnings.warn(
+                f"skipping the broken backend {dist} ({ep.value}): {err}. Reinstall it: "
+                f'pip install --force-reinstall "llcuda[{ep.name}]"',
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            continue
         found.append(Backend(target=ep.name, package_dir=package_dir, build_info=info))
     return sorted(found, key=lambda b: b.target)

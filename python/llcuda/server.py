@@ -34,8 +34,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any, cast
 
-from .discovery import child_env, find_llama_server, user_cache_dir
-from .errors import ModelLoadError, PortInUseError, ServerStartError
+from .cachedir import cache_dir
+from .discovery import child_env, find_llama_server
+from .errors import ModelLoadError, PortInUseError, ServerCrashedError, ServerStartError
 
 LOOPBACK = "127.0.0.1"
 _Job = tuple["Future[subprocess.Popen[bytes]]", list[str], dict[str, Any]]
@@ -160,8 +161,9 @@ class _Launcher:
                     with contextlib.suppress(OSError):
                         self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
                 self._jobs = queue.SimpleQueue()
-                self._thread = threading.Thread(target=self._run, args=(self._jobs,), name="llcuda-launcher",
-                                                daemon=True)  # fmt: skip
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._jobs,), name="llcuda-launcher", daemon=True
+                )
                 self._pid = os.getpid()
                 self._thread.start()
         job: Future[subprocess.Popen[bytes]] = Future()
@@ -200,7 +202,7 @@ class ServerManager:
 
     def __init__(self, server_path: str | os.PathLike[str] | None = None, log_dir: Path | None = None) -> None:
         self._server_path = Path(server_path) if server_path else None
-        self.log_dir = log_dir or user_cache_dir() / "logs"
+        self.log_dir = log_dir or cache_dir() / "logs"
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.api_key: str | None = None
@@ -318,7 +320,7 @@ class ServerManager:
             raise
 
     def _drain_output(self, pipe: IO[bytes], log: IO[bytes]) -> None:
-        with log:
+        with log, pipe:
             for raw in iter(pipe.readline, b""):
                 log.write(raw)
                 line = raw.decode(errors="replace").rstrip("\n")
@@ -339,6 +341,19 @@ class ServerManager:
         elif cls is ModelLoadError:
             message = f"llama-server could not load {self.model_path}; {message}"
         return cls(f"{message} (log: {self.log_path})", log_tail=tail, diagnosis=diagnosis)
+
+    def crashed(self, err: BaseException) -> ServerCrashedError:
+        """The error for a request that lost its server, with the exit code, the log's tail and the diagnosis.
+
+        A dropped connection usually means a dying server: it gets a moment to be reaped and to flush its last
+        lines, so that the error can say how it ended and why.
+        """
+        code = self.wait_exit(timeout=1.0)
+        tail = self.log_tail()
+        state = f"exited with code {code}" if code is not None else "stopped answering"
+        return ServerCrashedError(
+            f"llama-server {state} during a request ({err})", log_tail=tail, diagnosis=_diagnosis(tail)[0]
+        )
 
     def _wait_ready(self, timeout: float, stall_timeout: float) -> None:
         assert self.process is not None
@@ -371,6 +386,8 @@ class ServerManager:
                 proc.wait()
         if self._drain is not None:
             self._drain.join(timeout=5)
+        if proc is not None and proc.stdout is not None and (self._drain is None or not self._drain.is_alive()):
+            proc.stdout.close()  # the drain closes it at EOF; this covers a process whose drain never started
         self.process = None
         self._drain = None
         _LIVE.discard(self)

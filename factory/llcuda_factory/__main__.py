@@ -1,4 +1,4 @@
-"""Command line of the wheel factory: ``python -m llcuda_factory <command>`` (run with ``PYTHONPATH=ci``)."""
+"""Command line of the wheel factory: ``python -m llcuda_factory <command>`` (run with ``PYTHONPATH=factory``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import configure, source, toolkit
 from .errors import FactoryError
-from .targets import all_targets, cuda_versions, get_target
+from .targets import CudaArch, all_targets, cuda_versions, get_target
 
 
 def _cmd_configure(args: argparse.Namespace) -> None:
@@ -57,7 +57,8 @@ def _cmd_toolkits(args: argparse.Namespace) -> None:
 
 
 def _cmd_driver_floor(args: argparse.Namespace) -> None:
-    """Read the built libggml-cuda.so's fatbin; print its driver floors, and add them to a build_info.json."""
+    """Read the built libggml-cuda.so's fatbin; print its driver floors, and record them (and the parsed archs)
+    in a build_info.json."""
     from . import fatbin
 
     floor = toolkit.runtime_wheels(args.cuda_major).driver_floor
@@ -67,8 +68,18 @@ def _cmd_driver_floor(args: argparse.Namespace) -> None:
         info_file = Path(args.build_info)
         info = json.loads(info_file.read_text())
         info["driver"] = report
+        # The architectures really compiled, parsed once here for the runtime's fit policy.
+        cuda = info.setdefault("cuda", {})
+        cuda["archs"] = [CudaArch.parse(a, str(info_file)).as_json() for a in cuda.get("architectures", [])]
         info_file.write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+
+
+def _cmd_backend_project(args: argparse.Namespace) -> None:
+    from . import backends
+
+    for name in args.targets:
+        print(backends.write(get_target(name)))
 
 
 def _cmd_matrix(args: argparse.Namespace) -> None:
@@ -88,9 +99,9 @@ def _cmd_cuda(args: argparse.Namespace) -> None:
 
 
 def _cmd_deps(args: argparse.Namespace) -> None:
-    from . import audit, wheelhouse
+    from . import wheelfile, wheelhouse
 
-    for path in wheelhouse.download_dependencies(audit.requires_dist(Path(args.wheel)), Path(args.dest)):
+    for path in wheelhouse.download_dependencies(wheelfile.requires(Path(args.wheel)), Path(args.dest)):
         print(path)
 
 
@@ -121,7 +132,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 def _cmd_check_release(args: argparse.Namespace) -> None:
     from . import release
 
-    problems = release.check(dist=Path(args.dist) if args.dist else None)
+    problems = release.check(dist=Path(args.dist) if args.dist else None, draft=args.draft)
     rel = release.read_release()
     if problems:
         raise FactoryError("not releasable:\n  " + "\n  ".join(problems))
@@ -172,8 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("library")
     p.add_argument("--cuda-major", type=int, required=True, help="the CUDA major the library was built with")
     p.add_argument("--cuobjdump", default=None, help="the toolkit's cuobjdump (to read compressed PTX)")
-    p.add_argument("--build-info", default=None, help="a build_info.json to record the floors in")
+    p.add_argument("--build-info", default=None, help="a build_info.json to record the floors and parsed archs in")
     p.set_defaults(func=_cmd_driver_floor)
+    p = sub.add_parser("backend-project", help="write python/backends/<target>/pyproject.toml from the template")
+    p.add_argument("targets", nargs="+")
+    p.set_defaults(func=_cmd_backend_project)
     p = sub.add_parser("matrix", help="print the CI build matrix from targets.toml")
     p.set_defaults(func=_cmd_matrix)
     p = sub.add_parser("repair", help="auditwheel-repair a raw wheel with the CUDA excludes")
@@ -205,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_compare)
     p = sub.add_parser("check-release", help="fail unless versions, pins and changelog agree")
     p.add_argument("dist", nargs="?", default=None, help="also check the built files in this directory")
+    p.add_argument("--draft", action="store_true", help="CI before a release: accept an unreleased CHANGELOG entry")
     p.set_defaults(func=_cmd_check_release)
-    p = sub.add_parser("bump-llama", help="move the llama.cpp pin: submodule, _version.py, offline source")
+    p = sub.add_parser("bump-llama", help="move the llama.cpp pin: targets.toml [llama-cpp] and the submodule")
     p.add_argument("commit")
     p.add_argument("version", help="the llama-cpp-python version whose sdist vendors that commit")
     p.add_argument("--tag", default=None, help="llama.cpp's release tag of the commit (bNNNN)")

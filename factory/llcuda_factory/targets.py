@@ -3,32 +3,43 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT
+from . import REPO_ROOT, project
 from .errors import FactoryError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the build requires tomli there
-    import tomli as tomllib
-
-TABLE = REPO_ROOT / "targets.toml"
+TABLE = REPO_ROOT / project.TABLE
+_ARCH = re.compile(r"(\d+)([af]?)(?:-(real|virtual))?")
 
 
 @dataclass(frozen=True)
-class LlamaCppPin:
-    """The pinned llama.cpp commit and its offline source archive."""
+class CudaArch:
+    """One entry of a row's ``cuda_architectures``, in CMake's syntax, parsed once for CMake and the runtime.
 
-    commit: str
-    tag: str
-    offline_sdist: str
-    offline_sdist_file: str
-    offline_sdist_sha256: str
-    offline_sdist_subdir: str
+    ``"50"`` is SASS (machine code) plus PTX, ``"50-real"`` SASS only, ``"50-virtual"`` PTX only. A suffix ``a``
+    (``"90a"``) marks arch-specific code that runs on exactly that GPU; ``f`` marks family-specific code.
+    """
+
+    cc: int
+    suffix: str
+    sass: bool
+    ptx: bool
+
+    @classmethod
+    def parse(cls, text: str, where: str = "targets.toml") -> CudaArch:
+        m = _ARCH.fullmatch(text.strip())
+        if not m:
+            raise FactoryError(
+                f"{where}: CUDA architecture {text!r} is not CMake's NN, NN-real, NN-virtual or NNa/NNf form"
+            )
+        kind = m.group(3)
+        return cls(int(m.group(1)), m.group(2), sass=kind != "virtual", ptx=kind != "real")
+
+    def as_json(self) -> dict[str, Any]:
+        """The parsed form recorded in build_info.json and the runtime's target table."""
+        return {"cc": self.cc, "suffix": self.suffix, "sass": self.sass, "ptx": self.ptx}
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class Target:
     max_wheel_mb: float
     cmake: dict[str, str] = field(default_factory=dict)
     cuda: str | None = None  # the exact CUDA toolkit version ("12.4") of a CUDA row
+    archs: tuple[CudaArch, ...] = ()  # cuda_architectures, parsed
 
     @property
     def cuda_version(self) -> tuple[int, int]:
@@ -68,29 +80,13 @@ class Target:
 
     @property
     def sm_archs(self) -> tuple[int, ...]:
-        """Numeric compute capabilities (``"50"`` -> 50, ``"75-real"`` -> 75)."""
-        return tuple(int(a.split("-")[0].rstrip("af")) for a in self.cuda_architectures)
-
-
-def _load(path: Path = TABLE) -> dict[str, Any]:
-    with path.open("rb") as f:
-        return tomllib.load(f)
-
-
-def llama_cpp_pin(path: Path = TABLE) -> LlamaCppPin:
-    """The pinned commit and tag (``_version.py``, beside the version) and its offline source (targets.toml)."""
-    from .release import read_release
-
-    raw = _load(path)["llama-cpp"]
-    rel = read_release(path.parent)
-    return LlamaCppPin(
-        commit=rel.llama_cpp_commit, tag=rel.llama_cpp_tag, **{k.replace("-", "_"): str(v) for k, v in raw.items()}
-    )
+        """Numeric compute capabilities (``"50"`` -> 50, ``"75-real"`` -> 75, ``"90a"`` -> 90)."""
+        return tuple(a.cc for a in self.archs)
 
 
 def all_targets(path: Path = TABLE) -> dict[str, Target]:
-    rows = _load(path)["targets"]
-    return {
+    rows = project.load_toml(path).get("targets", {})
+    targets = {
         name: Target(
             name=name,
             description=str(row["description"]),
@@ -98,9 +94,13 @@ def all_targets(path: Path = TABLE) -> dict[str, Target]:
             max_wheel_mb=float(row["max_wheel_mb"]),
             cmake={str(k): str(v) for k, v in row.get("cmake", {}).items()},
             cuda=_cuda_version(name, row),
+            archs=tuple(
+                CudaArch.parse(str(a), f"targets.toml: target {name}") for a in row.get("cuda_architectures", [])
+            ),
         )
         for name, row in rows.items()
     }
+    return targets
 
 
 def _cuda_version(name: str, row: dict[str, Any]) -> str | None:

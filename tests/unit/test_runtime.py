@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import llcuda
-from llcuda import discovery, gpu, server
+from llcuda import cachedir, discovery, fit, gpu, server
 from llcuda.engine import InferenceEngine
 from llcuda.errors import (
     ModelError,
@@ -74,8 +74,9 @@ def test_import_does_no_network_io_and_leaves_the_environment_alone() -> None:
 
 def test_launch_maps_options_to_flags_and_binds_loopback(tmp_path: Path, fake_env: Path, model: Path) -> None:
     with manager(tmp_path) as m:
-        m.start_server(model, gpu_layers=10, ctx_size=512, n_parallel=4, mlock=True, no_mmap=False,
-                       lora=["a.gguf", "b.gguf"])  # fmt: skip
+        m.start_server(
+            model, gpu_layers=10, ctx_size=512, n_parallel=4, mlock=True, no_mmap=False, lora=["a.gguf", "b.gguf"]
+        )
         argv = json.loads(fake_env.read_text())["argv"]
         assert argv[argv.index("--host") + 1] == "127.0.0.1"
         assert argv[argv.index("--port") + 1] == str(m.port)
@@ -126,26 +127,50 @@ def test_requested_port_in_use_is_refused_before_launch(tmp_path: Path, fake_env
 @pytest.mark.parametrize(
     ("output", "diagnosis", "error"),
     [
-        ("llama-server: error while loading shared libraries: libllama.so: cannot open shared object file",
-         "A shared library is missing (libllama.so)", ServerStartError),
-        ("CUDA error: no kernel image is available for execution on the device", "no code for your GPU",
-         ServerStartError),
-        ("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 900 MiB: cudaMalloc failed: out of memory\n"
-         "llama_model_load_from_file_impl: failed to load model", "Out of GPU memory", ServerStartError),
+        (
+            "llama-server: error while loading shared libraries: libllama.so: cannot open shared object file",
+            "A shared library is missing (libllama.so)",
+            ServerStartError,
+        ),
+        (
+            "CUDA error: no kernel image is available for execution on the device",
+            "no code for your GPU",
+            ServerStartError,
+        ),
+        (
+            "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 900 MiB: cudaMalloc failed: out of memory\n"
+            "llama_model_load_from_file_impl: failed to load model",
+            "Out of GPU memory",
+            ServerStartError,
+        ),
         ("gguf_init_from_file_impl: invalid magic characters", "The file is not a GGUF model", ModelLoadError),
-        ("llama_model_load: error loading model: unknown model architecture: 'foo'",
-         "architecture 'foo' is not supported", ModelLoadError),
-        ("llama_model_load: error loading model: tensor 'x' data is not within the file bounds",
-         "truncated or corrupt", ModelLoadError),
+        (
+            "llama_model_load: error loading model: unknown model architecture: 'foo'",
+            "architecture 'foo' is not supported",
+            ModelLoadError,
+        ),
+        (
+            "llama_model_load: error loading model: tensor 'x' data is not within the file bounds",
+            "truncated or corrupt",
+            ModelLoadError,
+        ),
         ("llama_model_load_from_file_impl: failed to load model", "could not load the model", ModelLoadError),
-        ("couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080", "The port is already in use",
-         PortInUseError),
+        (
+            "couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080",
+            "The port is already in use",
+            PortInUseError,
+        ),
     ],
-)  # fmt: skip
+)
 def test_crash_on_start_carries_log_tail_and_diagnosis(
-    tmp_path: Path, fake_env: Path, model: Path, monkeypatch: pytest.MonkeyPatch, output: str, diagnosis: str,
+    tmp_path: Path,
+    fake_env: Path,
+    model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    output: str,
+    diagnosis: str,
     error: type[ServerStartError],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("FAKE_LLAMA_MODE", f"exit:{output}")
     m = manager(tmp_path)
     with pytest.raises(ServerStartError) as err:
@@ -224,10 +249,13 @@ def test_llama_server_path_wins(clean_discovery: None, elf_server: Path, monkeyp
     assert discovery.find_llama_server(gpus=[]) == elf_server
 
 
-@pytest.mark.parametrize(("content", "mode", "why"), [
-    (b"#!/bin/sh\necho hi\n", 0o755, "is not an ELF executable"),
-    (b"\x7fELF....", 0o644, "is not executable"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("content", "mode", "why"),
+    [
+        (b"#!/bin/sh\necho hi\n", 0o755, "is not an ELF executable"),
+        (b"\x7fELF....", 0o644, "is not executable"),
+    ],
+)
 def test_llama_server_path_to_a_bad_file_is_a_clear_error(
     clean_discovery: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, mode: int, why: str
 ) -> None:
@@ -254,19 +282,21 @@ def test_llama_cpp_dir_bin_and_build_bin(
     assert env["LD_LIBRARY_PATH"].split(":")[0] == str(target.parent)
 
 
-def test_user_cache_then_path(clean_discovery: None, elf_server: Path, tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_user_cache_then_path(
+    clean_discovery: None, elf_server: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(elf_server.parent))
     assert discovery.find_llama_server(gpus=[]) == elf_server
-    cached = discovery.user_cache_dir() / "bin" / "llama-server"
+    cached = cachedir.cache_dir() / "bin" / "llama-server"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(elf_server.read_bytes())
     cached.chmod(0o755)
     assert discovery.find_llama_server(gpus=[]) == cached
 
 
-def test_nothing_found_lists_every_place_and_the_install_line(clean_discovery: None, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_nothing_found_lists_every_place_and_the_install_line(
+    clean_discovery: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "nowhere"))
     t4 = gpu.GPU(0, "Tesla T4", (7, 5), 15360, 15000, "535.104")
     with pytest.raises(ServerNotFoundError) as err:
@@ -275,11 +305,16 @@ def test_nothing_found_lists_every_place_and_the_install_line(clean_discovery: N
     assert text.splitlines()[0] == (
         'llama-server not found; for this machine (Tesla T4 (CC 7.5)) install the backend: pip install "llcuda[cc75]"'
     )
-    assert "LLAMA_CPP_DIR" in text and "user cache" in text
+    assert "LLAMA_CPP_DIR" in text and "llcuda cache" in text
+
+
+def parsed(archs: list[str]) -> list[dict[str, object]]:
+    """build_info.json's ``cuda.archs`` for CMake arch strings, as the factory writes it (plain "NN" entries)."""
+    return [{"cc": int(a), "suffix": "", "sass": True, "ptx": True} for a in archs]
 
 
 def backend(target: str, archs: list[str], tmp_path: Path) -> Backend:
-    return Backend(target, tmp_path / f"llcuda_{target}", {"cuda": {"architectures": archs}})
+    return Backend(target, tmp_path / f"llcuda_{target}", {"cuda": {"architectures": archs, "archs": parsed(archs)}})
 
 
 def test_backends_rank_native_then_ptx_then_cpu(tmp_path: Path) -> None:
@@ -287,20 +322,20 @@ def test_backends_rank_native_then_ptx_then_cpu(tmp_path: Path) -> None:
     m940 = gpu.GPU(0, "GeForce 940M", (5, 0), 2048, 1900, "470")
     t4 = gpu.GPU(0, "Tesla T4", (7, 5), 15360, 15000, "535")
     h100 = gpu.GPU(0, "H100", (9, 0), 81000, 80000, "580")
-    assert discovery.rank_backends([cpu, cc50, cc75], m940) == [cc50, cpu]  # cc75 has no code for 5.0
-    assert discovery.rank_backends([cpu, cc50, cc75], t4) == [cc75, cc50, cpu]
-    assert discovery.rank_backends([cpu, cc50, cc75], h100) == [cc50, cc75, cpu]  # both through PTX
-    assert discovery.rank_backends([cc75, cpu], None) == [cpu, cc75]
+    assert fit.rank_backends([cpu, cc50, cc75], m940) == [cc50, cpu]  # cc75 has no code for 5.0
+    assert fit.rank_backends([cpu, cc50, cc75], t4) == [cc75, cc50, cpu]
+    assert fit.rank_backends([cpu, cc50, cc75], h100) == [cc50, cc75, cpu]  # both through PTX
+    assert fit.rank_backends([cc75, cpu], None) == [cpu, cc75]
 
 
 def test_check_gpu_compatibility_keeps_the_old_keys(tmp_path: Path) -> None:
     cc75 = backend("cc75", ["75"], tmp_path)
     m940 = gpu.GPU(0, "GeForce 940M", (5, 0), 2048, 1900, "470.256")
-    report = gpu.check_gpu_compatibility(gpus=[m940], installed=[cc75])
+    report = fit.check_gpu_compatibility(gpus=[m940], installed=[cc75])
     assert report["gpu_name"] == "GeForce 940M" and report["compute_capability"] == "5.0"
     assert report["compatible"] is False and report["backends"] == {"cc75": "unsupported"}
     assert 'pip install "llcuda[cc50]"' in report["recommendation"]
-    none = gpu.check_gpu_compatibility(gpus=[], installed=[])
+    none = fit.check_gpu_compatibility(gpus=[], installed=[])
     assert none["gpu_name"] is None and none["recommended_target"] == "cpu"
     assert "llcuda[cpu]" in none["recommendation"]
 
@@ -309,7 +344,7 @@ FLOORS = {"sass_driver": "525.60.13", "ptx_jit_driver": "550.54.14"}
 
 
 def cuda12_backend(target: str, archs: list[str], tmp_path: Path) -> Backend:
-    info = {"cuda": {"architectures": archs, "toolkit_version": "12.4.131"}, "driver": FLOORS}
+    info = {"cuda": {"architectures": archs, "archs": parsed(archs), "toolkit_version": "12.4.131"}, "driver": FLOORS}
     return Backend(target, tmp_path / f"llcuda_{target}", info)
 
 
@@ -327,7 +362,7 @@ def test_a_driver_older_than_the_backends_floor_is_named_with_the_version_needed
 ) -> None:
     cc75 = cuda12_backend("cc75", ["75"], tmp_path)
     card = gpu.GPU(0, gpu_[0], gpu_[1], 15360, 15000, driver)
-    report = gpu.check_gpu_compatibility(gpus=[card], installed=[cc75])
+    report = fit.check_gpu_compatibility(gpus=[card], installed=[cc75])
     if problem is None:
         assert report["driver_problems"] == {} and report["compatible"] is True
         return
@@ -346,8 +381,8 @@ def test_doctor_prints_the_driver_floor(
 
     cc50 = cuda12_backend("cc50", ["50"], tmp_path)
     m940 = gpu.GPU(0, "GeForce 940M", (5, 0), 2048, 1900, "470.256.02")
-    monkeypatch.setattr(gpu, "detect_gpus", lambda: [m940])
-    monkeypatch.setattr(gpu, "backends", lambda: [cc50])
+    monkeypatch.setattr(fit, "detect_gpus", lambda: [m940])
+    monkeypatch.setattr(fit, "backends", lambda: [cc50])
     monkeypatch.setattr(discovery, "find_llama_server", lambda: tmp_path / "llama-server")
     cc50.build_info["cuda"]["runtime_lib_dirs"] = ["nvidia/cublas/lib"]
     cc50.build_info["cuda"]["runtime_wheels"] = ["nvidia-cublas-cu12>=12.4.5.8"]
@@ -429,8 +464,9 @@ def test_offline_and_not_cached_is_a_clear_error(tmp_path: Path, monkeypatch: py
 
 def test_cli_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "LLAMA_SERVER_PATH": str(tmp_path / "nope")}
-    out = subprocess.run([sys.executable, "-m", "llcuda", "run", str(tmp_path / "m.gguf"), "hi"],
-                         capture_output=True, text=True, env=env)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "llcuda", "run", str(tmp_path / "m.gguf"), "hi"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 1
     assert out.stderr.startswith("llcuda: error: model file not found")
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
@@ -491,7 +527,7 @@ def test_nvidia_smi_is_the_fallback_when_nvml_is_missing(tmp_path: Path, monkeyp
         15101,
         "535.104.05",
     )
-    assert gpu.check_gpu_compatibility(installed=[])["recommended_target"] == "cc75"
+    assert fit.check_gpu_compatibility(installed=[])["recommended_target"] == "cc75"
 
 
 def test_backends_stays_the_function_once_every_submodule_is_loaded() -> None:

@@ -26,8 +26,14 @@ def _text_diff(first: Path, second: Path, name: str, limit: int = 40) -> list[st
         a, b = za.read(name), zb.read(name)
     if max(len(a), len(b)) > 1 << 20 or b"\0" in a + b:
         return []
-    lines = difflib.unified_diff(a.decode(errors="replace").splitlines(), b.decode(errors="replace").splitlines(),
-                                 "first", "second", lineterm="", n=1)  # fmt: skip
+    lines = difflib.unified_diff(
+        a.decode(errors="replace").splitlines(),
+        b.decode(errors="replace").splitlines(),
+        "first",
+        "second",
+        lineterm="",
+        n=1,
+    )
     return list(lines)[:limit]
 
 

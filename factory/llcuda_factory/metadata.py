@@ -3,7 +3,7 @@
 Each ``python/backends/<target>/pyproject.toml`` declares ``dynamic = ["version", "description",
 "dependencies"]`` and one ``[[tool.dynamic-metadata]]`` entry with ``target = "<name>"``. This fills in:
 
-- ``version``: the one version of all llcuda distributions (``python/llcuda/_version.py``);
+- ``version``: the one version of all llcuda distributions (``python/llcuda/_version.py``, via :mod:`.project`);
 - ``description``: the target's row in ``targets.toml``;
 - ``dependencies``: for CUDA targets, NVIDIA's cudart and cuBLAS wheels for the major version of the
   toolkit that will build the wheel, worked out here and never hand-edited.
@@ -15,12 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import toolkit
-from .release import read_release
+from .project import version
 from .targets import get_target
-
-
-def version() -> str:
-    return read_release().version
 
 
 def dynamic_metadata(settings: Mapping[str, Any], project: Mapping[str, Any]) -> dict[str, Any]:

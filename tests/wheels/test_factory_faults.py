@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TARGETS
-
-pytestmark = pytest.mark.wheels  # runs `nox -s wheels`, whose session the CI build has already set up
+from conftest import TARGETS
+from llcuda_factory import REPO_ROOT as ROOT
 
 
 @pytest.fixture
@@ -39,11 +38,21 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def nox_wheels(house: dict[str, Path], *targets: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`nox -s wheels -- TARGETS` into the temporary wheelhouse; ``env`` values of "" unset a variable."""
-    full_env = {**os.environ, "LLCUDA_WHEELHOUSE": str(house["wheelhouse"]), "LLCUDA_BUILD_DIR": str(house["build"]),
-                **env}  # fmt: skip
+    full_env = {
+        **os.environ,
+        "LLCUDA_WHEELHOUSE": str(house["wheelhouse"]),
+        "LLCUDA_BUILD_DIR": str(house["build"]),
+        **env,
+    }
     full_env = {k: v for k, v in full_env.items() if v}
-    return subprocess.run([sys.executable, "-m", "nox", "-s", "wheels", "--", *targets], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "nox", "-s", "wheels", "--", *targets],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def assert_nothing_built(house: dict[str, Path], before: dict[str, bytes]) -> None:
@@ -88,7 +97,7 @@ def test_a_toolkit_of_another_version(house: dict[str, Path], tmp_path: Path) ->
 
 
 def test_an_offline_source_archive_with_a_wrong_hash(house: dict[str, Path], tmp_path: Path) -> None:
-    from llcuda_factory.targets import llama_cpp_pin
+    from llcuda_factory.project import llama_cpp_pin
 
     if (ROOT / "llama.cpp" / "CMakeLists.txt").exists():
         pytest.skip("the llama.cpp submodule is checked out: the offline archive is not used")
@@ -121,8 +130,14 @@ def test_a_build_interrupted_midway_leaves_the_wheelhouse_whole(house: dict[str,
     env = {**os.environ, "LLCUDA_WHEELHOUSE": str(house["wheelhouse"]), "LLCUDA_BUILD_DIR": str(house["build"])}
     log = house["build"].parent / "nox.log"  # a file, not a pipe: a full pipe would stall the build
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "nox", "-s", "wheels", "--", "cpu"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nox", "-s", "wheels", "--", "cpu"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 600  # a fresh machine downloads the runtime's dependencies first
     while compiled_objects(house["build"] / "cpu") <= 3:  # llama.cpp's objects are being compiled (ninja or make)
         assert proc.poll() is None, log.read_text(errors="replace")[-3000:]

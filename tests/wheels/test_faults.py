@@ -26,9 +26,9 @@ from llcuda import server as server_mod
 from llcuda.engine import InferenceEngine
 from llcuda.errors import ModelError, ModelLoadError, ModelNotFoundError, PortInUseError, ServerCrashedError
 from llcuda.server import ServerManager
-from tinymodel import write_tiny_llama
+from llcuda_testkit.tinymodel import write_tiny_llama
 
-pytestmark = [pytest.mark.wheels, pytest.mark.usefixtures("cpu_backend")]
+pytestmark = pytest.mark.usefixtures("cpu_backend")
 
 
 def servers_on(path: Path | str) -> list[int]:
@@ -86,15 +86,18 @@ def _bad_model(kind: str, tmp: Path, good: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("kind", "error", "says", "launched"), [
-    ("missing", ModelNotFoundError, "model file not found", False),
-    ("directory", ModelError, "is a directory; pass the .gguf file inside it", False),
-    ("empty", ModelError, "is empty (0 bytes)", False),
-    ("wrong-magic", ModelError, "is not a GGUF model (starts with b'PK\\x03\\x04'", False),
-    ("truncated", ModelLoadError, "The model file is truncated or corrupt", True),
-    ("truncated-header", ModelLoadError, "The model file is truncated or corrupt", True),
-    ("unknown-architecture", ModelLoadError, "architecture 'fancyarch' is not supported", True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "error", "says", "launched"),
+    [
+        ("missing", ModelNotFoundError, "model file not found", False),
+        ("directory", ModelError, "is a directory; pass the .gguf file inside it", False),
+        ("empty", ModelError, "is empty (0 bytes)", False),
+        ("wrong-magic", ModelError, "is not a GGUF model (starts with b'PK\\x03\\x04'", False),
+        ("truncated", ModelLoadError, "The model file is truncated or corrupt", True),
+        ("truncated-header", ModelLoadError, "The model file is truncated or corrupt", True),
+        ("unknown-architecture", ModelLoadError, "architecture 'fancyarch' is not supported", True),
+    ],
+)
 def test_a_bad_model_gets_one_clear_error_and_leaves_no_server(
     engine: InferenceEngine, tmp_path: Path, tiny_gguf: Path, kind: str, error: type, says: str, launched: bool
 ) -> None:
@@ -110,8 +113,9 @@ def test_a_bad_model_gets_one_clear_error_and_leaves_no_server(
     assert servers_on(path) == []
 
 
-def test_a_path_with_spaces_and_non_ascii_characters_works(engine: InferenceEngine, tmp_path: Path,
-                                                           tiny_gguf: Path) -> None:  # fmt: skip
+def test_a_path_with_spaces_and_non_ascii_characters_works(
+    engine: InferenceEngine, tmp_path: Path, tiny_gguf: Path
+) -> None:
     folder = tmp_path / "mödels für Tëst" / "日本語 dir"
     folder.mkdir(parents=True)
     model = folder / "tiny llama ünïcode.gguf"
@@ -124,8 +128,9 @@ def test_a_path_with_spaces_and_non_ascii_characters_works(engine: InferenceEngi
 # ---------------------------------------------------------------- ports and several engines
 
 
-def test_a_requested_port_in_use_is_a_clear_error(engine: InferenceEngine, tiny_gguf: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_requested_port_in_use_is_a_clear_error(
+    engine: InferenceEngine, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -180,8 +185,9 @@ def test_two_engines_in_two_processes(engine: InferenceEngine, tmp_path: Path, t
             other.kill()
 
 
-def test_a_server_started_from_a_short_lived_thread_outlives_the_thread(engine: InferenceEngine,
-                                                                        tiny_gguf: Path) -> None:  # fmt: skip
+def test_a_server_started_from_a_short_lived_thread_outlives_the_thread(
+    engine: InferenceEngine, tiny_gguf: Path
+) -> None:
     worker = threading.Thread(target=lambda: engine.load_model(tiny_gguf, ctx_size=256, silent=True, threads=1))
     worker.start()
     worker.join()
@@ -286,8 +292,10 @@ def test_200_requests_from_16_clients_on_4_slots_all_succeed(engine: InferenceEn
     assert failures == [] and all(r.tokens_generated > 0 for r in results)
     latencies = sorted(r.latency_ms for r in results)
     tokens = sum(r.tokens_generated for r in results)
-    print(f"\nload: 200 requests, 16 clients, 4 slots: 0 errors, p50 {statistics.median(latencies):.0f} ms, "
-          f"p99 {latencies[197]:.0f} ms, {tokens / wall:.0f} tokens/s")  # fmt: skip
+    print(
+        f"\nload: 200 requests, 16 clients, 4 slots: 0 errors, p50 {statistics.median(latencies):.0f} ms, "
+        f"p99 {latencies[197]:.0f} ms, {tokens / wall:.0f} tokens/s"
+    )
     assert engine.get_metrics()["failed_requests"] == 0
 
 

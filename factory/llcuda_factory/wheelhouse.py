@@ -55,8 +55,10 @@ def parse_wheel_name(path: Path) -> tuple[str, str]:
 
 def requirements_with_hashes(wheels: list[Path], extras: dict[str, list[str]]) -> str:
     """A ``--require-hashes`` requirements file pinning every wheel by version and sha256."""
-    lines = ["# Every file of this bundle, pinned by sha256. Install with:",
-             "#   pip install --no-index --find-links . --require-hashes -r requirements.txt"]  # fmt: skip
+    lines = [
+        "# Every file of this bundle, pinned by sha256. Install with:",
+        "#   pip install --no-index --find-links . --require-hashes -r requirements.txt",
+    ]
     for whl in sorted(wheels, key=parse_wheel_name):
         name, version = parse_wheel_name(whl)
         extra = f"[{','.join(extras[name])}]" if extras.get(name) else ""

@@ -21,24 +21,20 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from . import REPO_ROOT
+from . import REPO_ROOT, project
 from .errors import FactoryError
-from .targets import LlamaCppPin, llama_cpp_pin
+from .project import LlamaCppPin, llama_cpp_pin
 
 ENV_SOURCE = "LLCUDA_LLAMA_CPP_SOURCE"
-ENV_CACHE = "LLCUDA_CACHE_DIR"
 SUBMODULE = REPO_ROOT / "llama.cpp"
 _MARKER = ".llcuda-source"
 
 
 def cache_dir() -> Path:
-    """Where fetched sources (and, by default, ccache) live: outside the repository."""
-    env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env).expanduser().resolve()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("llcuda", appauthor=False))
+    """Where fetched sources live, outside the repository: llcuda's one cache dir, by the runtime's own rule
+    (``python/llcuda/cachedir.py``: ``$LLCUDA_CACHE_DIR``, else the user cache dir)."""
+    path: Path = project.runtime_module("cachedir").cache_dir()
+    return path
 
 
 def is_llama_cpp_tree(path: Path) -> bool:
@@ -53,25 +49,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_sdist(pin: LlamaCppPin, downloads: Path) -> Path:
-    archive = downloads / pin.offline_sdist_file
+def download_sdist(spec: str, file_name: str, downloads: Path, *, hint: str = "") -> Path:
+    """``pip download`` one sdist (``name==version``) into ``downloads``, unless ``file_name`` is there already."""
+    archive = downloads / file_name
     if archive.is_file():
         return archive
     downloads.mkdir(parents=True, exist_ok=True)
     pip = shutil.which("pip") or shutil.which("pip3")
     cmd = [pip] if pip else [sys.executable, "-m", "pip"]
     # Only the sdist itself is forced from source; its build requirements (for pip's metadata step) stay wheels.
-    name = pin.offline_sdist.split("==")[0]
-    cmd += ["download", "--no-deps", "--no-binary", name, "--dest", str(downloads), pin.offline_sdist]
-    print(f"[llcuda] fetching llama.cpp {pin.tag} source: {' '.join(cmd)}", file=sys.stderr)
+    cmd += ["download", "--no-deps", "--no-binary", spec.split("==", maxsplit=1)[0], "--dest", str(downloads), spec]
+    print(f"[llcuda] fetching {spec}: {' '.join(cmd)}", file=sys.stderr)
     proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0 or not archive.is_file():
         tail = "\n".join(proc.stdout.splitlines()[-5:])
-        raise FactoryError(
-            f"could not fetch {pin.offline_sdist} with pip (exit {proc.returncode}).\n{tail}\n"
-            f"Offline? Put {pin.offline_sdist_file} into {downloads}, check out the llama.cpp submodule, "
-            f"or set {ENV_SOURCE} to a llama.cpp {pin.tag} tree."
-        )
+        raise FactoryError(f"could not fetch {spec} with pip (exit {proc.returncode}).\n{tail}{hint}")
     return archive
 
 
@@ -149,7 +141,13 @@ def cached_tree(pin: LlamaCppPin | None = None, *, fetch: bool = True) -> Path:
         return dest
     if not fetch:
         raise FactoryError(f"llama.cpp {pin.tag} is not in the cache ({dest}); run `nox -s prepare`")
-    archive = _download_sdist(pin, root / "downloads")
+    archive = download_sdist(
+        pin.offline_sdist,
+        pin.offline_sdist_file,
+        root / "downloads",
+        hint=f"\nOffline? Put {pin.offline_sdist_file} into {root / 'downloads'}, check out the llama.cpp submodule, "
+        f"or set {ENV_SOURCE} to a llama.cpp {pin.tag} tree.",
+    )
     verify_archive(archive, pin.offline_sdist_sha256)
     _unpack(archive, pin, dest)
     return dest

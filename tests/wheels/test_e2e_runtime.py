@@ -20,9 +20,9 @@ import pytest
 import llcuda
 from llcuda.engine import InferenceEngine
 from llcuda.errors import ServerCrashedError
-from tinymodel import write_tiny_llama
+from llcuda_testkit.tinymodel import write_tiny_llama
 
-pytestmark = [pytest.mark.wheels, pytest.mark.usefixtures("cpu_backend")]
+pytestmark = pytest.mark.usefixtures("cpu_backend")
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,9 @@ def test_infer_stream_chat_batch(engine: InferenceEngine) -> None:
 
 
 def test_requests_without_the_launch_key_get_401(engine: InferenceEngine) -> None:
-    req = urllib.request.Request(engine.server_url + "/completion", data=b'{"prompt": "x"}',
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    req = urllib.request.Request(
+        engine.server_url + "/completion", data=b'{"prompt": "x"}', headers={"Content-Type": "application/json"}
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=30)
     assert err.value.code == 401
@@ -138,8 +139,12 @@ def test_cli_backends_doctor_and_run(tiny_gguf: Path) -> None:
     assert "cpu" in [b["target"] for b in json.loads(out.stdout)]
     doctor = subprocess.run([*cli, "doctor"], capture_output=True, text=True, check=True)
     assert "backend llcuda-cpu: cpu" in doctor.stdout and "llama-server: " in doctor.stdout
-    run = subprocess.run([*cli, "run", str(tiny_gguf), "Hello", "--max-tokens", "6", "--temperature", "0"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [*cli, "run", str(tiny_gguf), "Hello", "--max-tokens", "6", "--temperature", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.endswith("\n") and len(run.stdout) > 1
 
@@ -148,8 +153,12 @@ def test_cli_serve_with_the_openai_client_and_ctrl_c(tiny_gguf: Path, tmp_path: 
     openai = pytest.importorskip("openai")
     model = tmp_path / "served model ünïcode.gguf"  # its own path (so pgrep sees only this server), spaces too
     model.write_bytes(tiny_gguf.read_bytes())
-    proc = subprocess.Popen([sys.executable, "-m", "llcuda", "serve", str(model), "--ctx-size", "512"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llcuda", "serve", str(model), "--ctx-size", "512"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()

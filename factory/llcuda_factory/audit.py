@@ -26,11 +26,10 @@ import sys
 import tempfile
 import zipfile
 from collections import defaultdict
-from email.parser import Parser
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT, fatbin, source, toolkit
+from . import REPO_ROOT, fatbin, source, toolkit, wheelfile
 from .errors import FactoryError
 from .targets import Target
 
@@ -112,14 +111,6 @@ def _check_cuda_contract(
     return problems
 
 
-def requires_dist(wheel: Path) -> list[str]:
-    """The wheel's declared dependencies (Requires-Dist)."""
-    with zipfile.ZipFile(wheel) as zf:
-        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        meta = Parser().parsestr(zf.read(name).decode())
-    return meta.get_all("Requires-Dist") or []
-
-
 def _forbidden_paths() -> list[bytes]:
     paths = {str(REPO_ROOT), str(source.cache_dir())}
     return [p.encode() for p in sorted(paths) if len(p) > 4]
@@ -179,7 +170,7 @@ def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, 
             zf.extractall(root)
             report["unpacked_bytes"] = sum(i.file_size for i in zf.infolist())
         dist_info = next(root.glob("*.dist-info"))
-        report["requires_dist"] = requires_dist(wheel)
+        report["requires_dist"] = wheelfile.requires(wheel)
         report["tag"] = wheel.name.rsplit("-", 3)[-1].removesuffix(".whl")
 
         by_name: dict[str, list[str]] = defaultdict(list)

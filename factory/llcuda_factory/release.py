@@ -1,0 +1,222 @@
+"""The release: one version for all four distributions, the llama.cpp pin beside it, the checks before
+publishing, and the one-step pin bump.
+
+``python/llcuda/_version.py`` holds ``__version__`` (llcuda and every backend). ``targets.toml``'s
+``[llama-cpp]`` holds the whole llama.cpp pin: the release tag, the commit and its offline copy (the
+llama-cpp-python sdist and its sha256). The ``llama.cpp/`` submodule's gitlink is the second record of that
+commit, and the check below compares the two. Both files are read through :mod:`.project`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import REPO_ROOT, backends, project, source, toolkit
+from .errors import FactoryError
+from .project import TABLE
+from .targets import all_targets
+from .wheelfile import requires as wheel_requires
+
+CHANGELOG = Path("CHANGELOG.md")
+SUBMODULE = "llama.cpp"
+_SDIST_NAME = "llama-cpp-python"
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_PUBLIC_VERSION = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    llama_cpp_tag: str
+    llama_cpp_commit: str
+
+
+def read_release(root: Path = REPO_ROOT) -> Release:
+    pin = project.llama_cpp_pin(root)
+    return Release(project.version(root), pin.tag, pin.commit)
+
+
+def submodule_commit(root: Path = REPO_ROOT) -> str | None:
+    """The commit recorded for ``llama.cpp/`` in git's index, or None outside a git checkout."""
+    proc = subprocess.run(["git", "-C", str(root), "ls-files", "-s", SUBMODULE], capture_output=True, text=True)
+    fields = proc.stdout.split()
+    return fields[1] if proc.returncode == 0 and fields and fields[0] == "160000" else None
+
+
+def check(root: Path = REPO_ROOT, dist: Path | None = None, *, draft: bool = False) -> list[str]:
+    """Every reason not to publish: an empty list means the release is consistent. Each named check below says
+    what it wants; ``draft`` (CI before a release) accepts a CHANGELOG entry still marked unreleased."""
+    rel = read_release(root)
+    table = project.table(root)
+    return [
+        *_check_version(rel),
+        *_check_changelog(root, rel, draft=draft),
+        *_check_pin(root, rel, table),
+        *backends.problems(all_targets(root / TABLE), root),
+        *_check_cuda_versions(root, table, dist),
+        *(_check_dist(dist, rel, sorted(table["targets"])) if dist is not None else []),
+    ]
+
+
+def _check_version(rel: Release) -> list[str]:
+    """A public PEP 440 version: PyPI refuses ``+local`` parts."""
+    if _PUBLIC_VERSION.match(rel.version):
+        return []
+    return [f"version {rel.version!r} is not a public PEP 440 version (PyPI refuses local versions)"]
+
+
+def _check_changelog(root: Path, rel: Release, *, draft: bool) -> list[str]:
+    """CHANGELOG.md has a ``## VERSION`` entry, dated (not "unreleased") unless ``draft``."""
+    changelog = root / CHANGELOG
+    entry = re.compile(rf"^##\s+\[?{re.escape(rel.version)}\]?(\s.*)?$", re.MULTILINE)
+    m = entry.search(changelog.read_text()) if changelog.is_file() else None
+    if m is None:
+        return [f"{CHANGELOG} has no '## {rel.version}' entry"]
+    if not draft and "unreleased" in m.group(0).lower():
+        dated = f"'## {rel.version} (YYYY-MM-DD)'"
+        return [f"{CHANGELOG}: the {rel.version} entry says unreleased; give it the release date: {dated}"]
+    return []
+
+
+def _check_pin(root: Path, rel: Release, table: dict[str, Any]) -> list[str]:
+    """The submodule gitlink and targets.toml's ``[llama-cpp]`` name the same full commit; the offline source is
+    an exact pin."""
+    problems: list[str] = []
+    if not _HEX40.match(rel.llama_cpp_commit):
+        problems.append(f"targets.toml: [llama-cpp] commit {rel.llama_cpp_commit!r} is not a full commit hash")
+    gitlink = submodule_commit(root)
+    if gitlink is not None and gitlink != rel.llama_cpp_commit:
+        problems.append(f"the llama.cpp submodule is at {gitlink}, targets.toml pins {rel.llama_cpp_commit}")
+    sdist = table["llama-cpp"]["offline-sdist"]
+    if not re.match(rf"^{_SDIST_NAME}==[\w.]+$", sdist):
+        problems.append(f"targets.toml: offline-sdist {sdist!r} is not an exact {_SDIST_NAME}==VERSION pin")
+    return problems
+
+
+def _check_dist(dist: Path, rel: Release, targets: list[str]) -> list[str]:
+    """Every llcuda wheel or sdist in ``dist`` has this version; the runtime wheel pins each backend exactly."""
+    problems: list[str] = []
+    expected = {f'llcuda-{t}=={rel.version}; extra == "{t}"' for t in targets}
+    found = sorted([*dist.glob("llcuda*.whl"), *dist.glob("llcuda*.tar.gz")])
+    if not found:
+        problems.append(f"{dist}: no llcuda wheel or sdist")
+    for path in found:
+        version = re.split(r"-", path.name)[1].removesuffix(".tar.gz")
+        if version != rel.version:
+            problems.append(f"{path.name} is version {version}, not {rel.version}")
+        if path.name.startswith("llcuda-") and path.suffix == ".whl":
+            extras = {r.replace("'", '"') for r in wheel_requires(path) if "extra ==" in r}
+            if extras != expected:
+                problems.append(f"{path.name}: extras {sorted(extras)} are not {sorted(expected)}")
+    return problems
+
+
+def _check_cuda_versions(root: Path, table: dict[str, Any], dist: Path | None) -> list[str]:
+    """The release builds with the CUDA version each row names, and the built wheels show it."""
+    problems: list[str] = []
+    rows = {name: row.get("cuda") for name, row in table["targets"].items() if row.get("cuda_architectures")}
+    cibw = project.load_toml(root / "pyproject.toml").get("tool", {}).get("cibuildwheel", {})
+    pinned = cibw.get("environment", {}).get("CUDA_VERSION") if isinstance(cibw.get("environment"), dict) else None
+    for name, version in rows.items():
+        if pinned is not None and pinned != version:
+            problems.append(f"[tool.cibuildwheel] builds CUDA {pinned}, targets.toml names CUDA {version} for {name}")
+    hooks = (root / "ci" / "cibw.sh").read_text()
+    if not re.search(r"install-cuda-toolkit\.sh\S*\s+--target", hooks):
+        problems.append(
+            "ci/cibw.sh does not install the toolkit of the row it builds (install-cuda-toolkit.sh --target)"
+        )
+    if dist is None:
+        return problems
+    for name, version in rows.items():
+        for wheel in sorted(dist.glob(f"llcuda_{name}-*.whl")):
+            with zipfile.ZipFile(wheel) as zf:
+                info = json.loads(zf.read(f"llcuda_{name}/build_info.json"))
+            built = str(info.get("cuda", {}).get("toolkit_version", ""))
+            if not built.startswith(f"{version}."):
+                problems.append(f"{wheel.name} was built with CUDA {built or '?'}, targets.toml names {version}")
+            wheels = toolkit.runtime_wheels(int(str(version).split(".")[0]))
+            requires = wheel_requires(wheel)
+            names = {re.split(r"[<>=!~; ]", r, maxsplit=1)[0] for r in requires}
+            if names != {wheels.cudart, wheels.cublas}:
+                problems.append(f"{wheel.name} requires {sorted(names)}, not {wheels.cudart} and {wheels.cublas}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------- the pin bump
+
+
+def vendored_commit(archive: Path, subdir: str) -> str:
+    """The llama.cpp commit an llama-cpp-python sdist vendors, read from the git metadata it ships."""
+    top = subdir.split("/", maxsplit=1)[0]
+    with tarfile.open(archive, "r:gz") as tar:
+        names = set(tar.getnames())
+        for required in ("CMakeLists.txt", "ggml/CMakeLists.txt"):
+            if f"{subdir}/{required}" not in names:
+                raise FactoryError(f"{archive.name} has no llama.cpp tree at {subdir}/")
+        head = (
+            tar.extractfile(f"{top}/.git/modules/vendor/llama.cpp/HEAD")
+            if (f"{top}/.git/modules/vendor/llama.cpp/HEAD" in names)
+            else None
+        )
+        if head is None:
+            raise FactoryError(f"{archive.name} does not record which llama.cpp commit it vendors")
+        return head.read().decode().strip()
+
+
+def _replace(text: str, key: str, value: str, where: Path) -> str:
+    pattern = re.compile(rf'^({re.escape(key)}\s*=\s*)"[^"]*"', re.MULTILINE)
+    if not pattern.search(text):
+        raise FactoryError(f"no {key} in {where}")
+    return pattern.sub(lambda m: f'{m.group(1)}"{value}"', text, count=1)
+
+
+def bump_llama(
+    commit: str, sdist_version: str, *, tag: str | None = None, sdist: Path | None = None, root: Path = REPO_ROOT
+) -> dict[str, str]:
+    """Move the llama.cpp pin in one step: targets.toml's ``[llama-cpp]`` table and the submodule gitlink.
+
+    The sdist is downloaded (or taken from ``sdist``), hashed, and must vendor exactly ``commit``; nothing is
+    written unless it does. The sdist does not record llama.cpp's release tag: pass ``tag`` (``b1234``), or the
+    pin is recorded as ``g<short commit>`` with build number 0.
+    """
+    if not _HEX40.match(commit):
+        raise FactoryError(f"{commit!r} is not a full 40-hex llama.cpp commit")
+    if tag is not None and not re.match(r"^b\d+$", tag):
+        raise FactoryError(f"tag {tag!r} is not a llama.cpp release tag (b1234)")
+    file_name = f"llama_cpp_python-{sdist_version}.tar.gz"
+    subdir = f"llama_cpp_python-{sdist_version}/vendor/llama.cpp"
+    with tempfile.TemporaryDirectory(prefix="bump-") as tmp:
+        archive = sdist or source.download_sdist(f"{_SDIST_NAME}=={sdist_version}", file_name, Path(tmp))
+        if archive.name != file_name:
+            raise FactoryError(f"{archive.name} is not {file_name}")
+        vendored = vendored_commit(archive, subdir)
+        if vendored != commit:
+            raise FactoryError(f"{file_name} vendors llama.cpp {vendored}, not {commit}; pick the matching version")
+        digest = source.sha256_of(archive)
+
+    new = {
+        "tag": tag or f"g{commit[:7]}",
+        "commit": commit,
+        "offline-sdist": f"{_SDIST_NAME}=={sdist_version}",
+        "offline-sdist-file": file_name,
+        "offline-sdist-sha256": digest,
+        "offline-sdist-subdir": subdir,
+    }
+    table_path = root / TABLE
+    table_text = table_path.read_text()
+    for key, value in new.items():
+        table_text = _replace(table_text, key, value, table_path)
+    table_path.write_text(table_text)
+    if submodule_commit(root) is not None:
+        subprocess.run(
+            ["git", "-C", str(root), "update-index", "--cacheinfo", f"160000,{commit},{SUBMODULE}"], check=True
+        )
+    return new

@@ -1,0 +1,20 @@
+"""Reading a built wheel's metadata: the one METADATA reader of the factory, its tests and its benchmarks."""
+
+from __future__ import annotations
+
+import zipfile
+from email.message import Message
+from email.parser import Parser
+from pathlib import Path
+
+
+def metadata(wheel: Path) -> Message:
+    """The parsed ``*.dist-info/METADATA`` of ``wheel``."""
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        return Parser().parsestr(zf.read(name).decode())
+
+
+def requires(wheel: Path) -> list[str]:
+    """The wheel's declared dependencies (Requires-Dist)."""
+    return metadata(wheel).get_all("Requires-Dist") or []

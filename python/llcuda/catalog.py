@@ -1,0 +1,63 @@
+"""llcuda's backend targets, as the runtime knows them: the rows of targets.toml, written into this package as
+``_targets.json`` when the llcuda wheel is built (``factory/hatch_hooks.py``). Read with no network."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from .errors import LLCudaError
+
+
+@dataclass(frozen=True)
+class CudaArch:
+    """One CUDA architecture of a build, as the factory parsed it: ``cc`` 50 with ``sass`` (machine code) and/or
+    ``ptx``; ``suffix`` "a" for arch-specific code (runs on exactly that GPU), "f" for family-specific code."""
+
+    cc: int
+    suffix: str = ""
+    sass: bool = True
+    ptx: bool = True
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CudaArch:
+        return cls(int(data["cc"]), str(data.get("suffix", "")), bool(data.get("sass")), bool(data.get("ptx")))
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """One row of targets.toml: the ``llcuda-<name>`` backend wheel."""
+
+    name: str
+    description: str
+    cuda: str | None
+    archs: tuple[CudaArch, ...]
+
+    @property
+    def is_cuda(self) -> bool:
+        return bool(self.archs)
+
+
+@lru_cache(maxsize=1)
+def targets() -> tuple[TargetInfo, ...]:
+    """Every target of the release this llcuda comes from, in table order."""
+    try:
+        text = resources.files("llcuda").joinpath("_targets.json").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LLCudaError(
+            "llcuda's table of backend targets (_targets.json) is missing: it is written when the llcuda wheel is "
+            "built. Reinstall llcuda (from a source checkout: pip install -e .)."
+        ) from None
+    rows = json.loads(text)["targets"]
+    return tuple(
+        TargetInfo(
+            name=str(row["name"]),
+            description=str(row["description"]),
+            cuda=row.get("cuda"),
+            archs=tuple(CudaArch.from_json(a) for a in row.get("archs", [])),
+        )
+        for row in rows
+    )
