@@ -16,7 +16,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from llcuda_testkit.tinymodel import byte_vocab
+from llcuda_testkit.tinymodel import add_llama_tokenizer, byte_vocab
 
 N_VOCAB = 262_144
 N_EMBD = 1152
@@ -68,15 +68,7 @@ def write_gemma3_1b_like(path: Path, *, n_layer: int = N_LAYER, seed: int = 0) -
     writer.add_sliding_window(512)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
 
-    tokens, scores, types = vocabulary()
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
-    writer.add_add_bos_token(True)
+    add_llama_tokenizer(writer, vocabulary())
 
     t = gguf.MODEL_TENSOR
     writer.add_tensor(_name(t.TOKEN_EMBD), w(N_VOCAB, N_EMBD))

@@ -193,13 +193,13 @@ def install_backend(target: Target, where: Path) -> Installed:
     cmd = [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(bundle)]
     subprocess.run(without_network([*cmd, "--require-hashes", "-r", str(bundle / "requirements.txt")]), check=True)
     subprocess.run(without_network([*cmd, f"llcuda[{target.name}]"]), check=True)  # what the README tells users
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return Installed(target, python, Path(site), bundle)
+    return Installed(target, python, site_packages(python), bundle)
+
+
+def site_packages(python: Path) -> Path:
+    """Where ``python`` (a venv's interpreter) installs packages."""
+    code = "import sysconfig; print(sysconfig.get_paths()['platlib'])"
+    return Path(subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout.strip())
 
 
 @pytest.fixture(scope="module", params=sorted(TARGETS))

@@ -22,6 +22,19 @@ def byte_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
+def add_llama_tokenizer(writer: gguf.GGUFWriter, vocab: tuple[list[str], list[float], list[int]] | None = None) -> None:
+    """A llama (SentencePiece-style) tokenizer over ``vocab`` (default :func:`byte_vocab`: <unk>, <s>, </s>, bytes)."""
+    tokens, scores, types = vocab or byte_vocab()
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+
+
 def write_tiny_llama(
     path: Path,
     *,
@@ -52,15 +65,7 @@ def write_tiny_llama(
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
 
-    tokens, scores, types = byte_vocab()
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
-    writer.add_add_bos_token(True)
+    add_llama_tokenizer(writer)
     writer.add_chat_template(
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, WHEELHOUSE, backend_wheel, without_network
+from conftest import TARGETS, WHEELHOUSE, backend_wheel, site_packages, without_network
 from llcuda_factory import toolkit
 from llcuda_factory.wheelhouse import is_cuda_runtime_wheel, offline_bundle, parse_wheel_name
 
@@ -61,13 +61,7 @@ def colab(tmp_path: Path) -> tuple[Path, Path]:
     python = where / "bin" / "python"
     got = _pip(python, "install", "-q", "--no-index", "--find-links", str(_colab_wheels()), *COLAB_CUDA_WHEELS)
     assert got.returncode == 0, got.stderr
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return python, Path(site)
+    return python, site_packages(python)
 
 
 @pytest.mark.parametrize("name", CUDA12)

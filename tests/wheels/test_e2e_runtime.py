@@ -159,20 +159,21 @@ def test_cli_serve_with_the_openai_client_and_ctrl_c(tiny_gguf: Path, tmp_path: 
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        key = proc.stdout.readline()
-        assert first.startswith("serving ") and key.startswith("api key: "), (first, proc.stderr)
-        client = openai.OpenAI(base_url=first.split(" at ")[1].strip(), api_key=key.split(": ")[1].strip())
-        reply = client.completions.create(model="tiny", prompt="Hello", max_tokens=3)
-        assert reply.choices[0].text is not None
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-        assert "stopped" in proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with proc:  # closes the pipes, whatever happens
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            key = proc.stdout.readline()
+            assert first.startswith("serving ") and key.startswith("api key: "), (first, proc.stderr)
+            client = openai.OpenAI(base_url=first.split(" at ")[1].strip(), api_key=key.split(": ")[1].strip())
+            reply = client.completions.create(model="tiny", prompt="Hello", max_tokens=3)
+            assert reply.choices[0].text is not None
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+            assert "stopped" in proc.stdout.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     leftover = subprocess.run(["pgrep", "-f", f"llama-server --model {model}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
 

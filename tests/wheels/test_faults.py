@@ -183,6 +183,7 @@ def test_two_engines_in_two_processes(engine: InferenceEngine, tmp_path: Path, t
     finally:
         if other.poll() is None:
             other.kill()
+        other.communicate()  # reaps it and closes its pipe
 
 
 def test_a_server_started_from_a_short_lived_thread_outlives_the_thread(
