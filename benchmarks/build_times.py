@@ -51,12 +51,9 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
     return time.perf_counter() - wall, _children_cpu() - cpu
 
 
-def build(target: str, work: Path, ccache_dir: Path, *, override: str | None = None) -> dict[str, Any]:
-    """Configure and build the payload of ``target`` in a new directory; times of both steps."""
-    build_dir = Path(tempfile.mkdtemp(prefix=f"{target}-", dir=work))
-    log = work / f"{build_dir.name}.log"
-    env = {**os.environ, "CCACHE_DIR": str(ccache_dir), "CCACHE_MAXSIZE": "20G"}
-    cmd = [
+def configure_command(target: str, build_dir: Path) -> list[str]:
+    """CMake's configure step of ``target``, as the wheel build runs it (Ninja, Release)."""
+    return [
         "cmake",
         "-S",
         str(ROOT),
@@ -67,6 +64,14 @@ def build(target: str, work: Path, ccache_dir: Path, *, override: str | None = N
         "-DCMAKE_BUILD_TYPE=Release",
         f"-DLLCUDA_TARGET={target}",
     ]
+
+
+def build(target: str, work: Path, ccache_dir: Path, *, override: str | None = None) -> dict[str, Any]:
+    """Configure and build the payload of ``target`` in a new directory; times of both steps."""
+    build_dir = Path(tempfile.mkdtemp(prefix=f"{target}-", dir=work))
+    log = work / f"{build_dir.name}.log"
+    env = {**os.environ, "CCACHE_DIR": str(ccache_dir), "CCACHE_MAXSIZE": "20G"}
+    cmd = configure_command(target, build_dir)
     if override:
         cmd.append(f"-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE={override}")
     subprocess.run(["ccache", "--zero-stats"], env=env, check=True, capture_output=True)
@@ -114,18 +119,7 @@ def sampled_default_arch(target: str, every: int, work: Path, archs: str) -> dic
     dirs, infos = {}, {}
     for name, override in (("single", None), ("default", archs)):
         build_dir = Path(tempfile.mkdtemp(prefix=f"{target}-{name}-", dir=work))
-        cmd = [
-            "cmake",
-            "-S",
-            str(ROOT),
-            "-B",
-            str(build_dir),
-            "-G",
-            "Ninja",
-            "-DCMAKE_BUILD_TYPE=Release",
-            f"-DLLCUDA_TARGET={target}",
-            "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
-        ]
+        cmd = [*configure_command(target, build_dir), "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"]
         if override:
             cmd.append(f"-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE={override}")
         subprocess.run(cmd, check=True, capture_output=True)

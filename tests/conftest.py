@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import subprocess
+import time
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import pytest
 
 from llcuda_factory import REPO_ROOT as ROOT
 from llcuda_factory.targets import Target, all_targets
+from llcuda_factory.wheelfile import site_packages
 
 WHEELHOUSE = Path(os.environ.get("LLCUDA_WHEELHOUSE", ROOT / "wheelhouse"))
 TARGETS = all_targets()
@@ -77,6 +79,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.wheels)
             if not run:
                 item.add_marker(skip)
+
+
+def wait_gone(pid: int, seconds: float) -> float:
+    """Seconds until ``pid`` is gone (or a zombie, which its parent has yet to reap); fails after ``seconds``."""
+    start = time.monotonic()
+    while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() - start < seconds, f"process {pid} still alive after {seconds} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
 
 
 def required_wheels() -> set[str]:
@@ -194,12 +205,6 @@ def install_backend(target: Target, where: Path) -> Installed:
     subprocess.run(without_network([*cmd, "--require-hashes", "-r", str(bundle / "requirements.txt")]), check=True)
     subprocess.run(without_network([*cmd, f"llcuda[{target.name}]"]), check=True)  # what the README tells users
     return Installed(target, python, site_packages(python), bundle)
-
-
-def site_packages(python: Path) -> Path:
-    """Where ``python`` (a venv's interpreter) installs packages."""
-    code = "import sysconfig; print(sysconfig.get_paths()['platlib'])"
-    return Path(subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout.strip())
 
 
 @pytest.fixture(scope="module", params=sorted(TARGETS))

@@ -8,7 +8,8 @@ Checks, each of which fails the wheel:
 - ``cuobjdump`` finds SASS for an arch other than the target's, or lacks the target's SASS or PTX;
 - for CUDA targets, ``libggml-cuda.so`` lacks the RUNPATH entries into the NVIDIA wheels of the row's CUDA major,
   needs a CUDA library those wheels do not provide, or the Requires-Dist does not name those wheels with ``>=``;
-- for CUDA targets, ``build_info.json`` lacks the driver floors, or they differ from the fatbin's;
+- for CUDA targets, ``build_info.json`` lacks the driver floors, or they differ from the fatbin's, or it lacks
+  the row's parsed architectures (``cuda.archs``, which the runtime's fit policy reads);
 - the wheel is larger than the target's ``max_wheel_mb``;
 - it does not install with ``pip install --no-index --find-links`` into a fresh venv;
 - the installed ``llama-server --version`` fails, or (CUDA) resolves cuBLAS outside that venv.
@@ -29,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT, fatbin, source, toolkit, wheelfile
+from . import REPO_ROOT, fatbin, project, source, toolkit, wheelfile
 from .errors import FactoryError
 from .targets import Target
 
@@ -37,8 +38,8 @@ MB = 1_000_000
 
 
 def is_elf(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(4) == b"\x7fELF"
+    """The runtime's own check (``python/llcuda/elf.py``), so that the audit and discovery agree."""
+    return bool(project.runtime_module("elf").is_elf(path))
 
 
 def runpath(path: Path) -> list[str]:
@@ -129,12 +130,7 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             return [f"pip install --no-index failed: {proc.stderr.strip()[-800:]}"]
-        site = subprocess.run(
-            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        site = str(wheelfile.site_packages(py))
         bin_dir = Path(site) / target.package / "bin"
         env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
         ver = subprocess.run(
@@ -161,78 +157,94 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
 
 
 def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, install: bool = True) -> dict[str, Any]:
-    """Check ``wheel``; return a report, or raise FactoryError listing every problem found."""
-    problems: list[str] = []
-    report: dict[str, Any] = {"wheel": wheel.name, "compressed_bytes": wheel.stat().st_size}
+    """Check ``wheel``; return a report, or raise FactoryError listing every problem found (see the checks above)."""
+    report: dict[str, Any] = {
+        "wheel": wheel.name,
+        "compressed_bytes": wheel.stat().st_size,
+        "requires_dist": wheelfile.requires(wheel),
+        "tag": wheel.name.rsplit("-", 3)[-1].removesuffix(".whl"),
+    }
     with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
         root = Path(tmp)
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(root)
             report["unpacked_bytes"] = sum(i.file_size for i in zf.infolist())
-        dist_info = next(root.glob("*.dist-info"))
-        report["requires_dist"] = wheelfile.requires(wheel)
-        report["tag"] = wheel.name.rsplit("-", 3)[-1].removesuffix(".whl")
-
-        by_name: dict[str, list[str]] = defaultdict(list)
-        by_hash: dict[str, list[str]] = defaultdict(list)
-        elfs: dict[str, list[str]] = {}
-        forbidden = _forbidden_paths()
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            rel = path.relative_to(root).as_posix()
-            if rel.startswith(dist_info.name):
-                continue
-            data = path.read_bytes()
-            for bad in forbidden:
-                if bad in data:
-                    problems.append(f"{rel} embeds the build-machine path {bad.decode()}")
-            if not is_elf(path):
-                continue
-            by_name[path.name].append(rel)
-            by_hash[hashlib.sha256(data).hexdigest()].append(rel)
-            if path.name.startswith("libcuda.so"):
-                problems.append(f"{rel}: the NVIDIA driver library must never be in a wheel")
-            entries = runpath(path)
-            elfs[rel] = entries
-            for entry in entries:
-                if not entry.startswith("$ORIGIN"):
-                    problems.append(f"{rel} has the absolute RUNPATH entry {entry}")
-        report["elf_runpaths"] = {k: ":".join(v) for k, v in elfs.items()}
-        for name, places in by_name.items():
-            if len(places) > 1:
-                problems.append(f"{name} is stored {len(places)} times: {places}")
-        for places in by_hash.values():
-            if len(places) > 1 and len({Path(p).name for p in places}) > 1:
-                problems.append(f"the same library is stored under several names: {places}")
-
-        cuda_libs = [p for p in root.rglob("libggml-cuda.so")]
-        if target.is_cuda:
-            if len(cuda_libs) != 1:
-                problems.append(f"expected one libggml-cuda.so, found {len(cuda_libs)}")
-            else:
-                sass, ptx = cuobjdump_archs(cuda_libs[0], _cuobjdump(target))
-                report["cuobjdump"] = {"sass": [f"sm_{a}" for a in sass], "ptx": [f"compute_{a}" for a in ptx]}
-                want = sorted(set(target.sm_archs))
-                if sass != want:
-                    problems.append(f"libggml-cuda.so has SASS for {sass}, the target is {want}")
-                if not set(want) <= set(ptx):
-                    problems.append(f"libggml-cuda.so lacks PTX for {want} (has {ptx})")
-                rel = cuda_libs[0].relative_to(root).as_posix()
-                info_file = root / target.package / "build_info.json"
-                info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-                report["driver"] = info.get("driver")
-                problems += _check_cuda_contract(
-                    cuda_libs[0], rel, target, elfs.get(rel, []), report["requires_dist"], info
-                )
-        elif cuda_libs:
-            problems.append("a CPU target contains libggml-cuda.so")
-
-    limit = target.max_wheel_mb * MB
-    if report["compressed_bytes"] > limit:
-        problems.append(
-            f"{wheel.name} is {report['compressed_bytes'] / MB:.1f} MB, over the {target.max_wheel_mb:g} MB limit"
-        )
+        problems = [*_check_files(root, report), *_check_cuda(root, target, report), *_check_size(target, report)]
     if install and not problems:
         problems += _venv_install(wheel, target, find_links or [], report)
     if problems:
         raise FactoryError(f"audit failed for {wheel.name}:\n  - " + "\n  - ".join(problems))
     return report
+
+
+def _check_files(root: Path, report: dict[str, Any]) -> list[str]:
+    """No build-machine path in any file; every ELF with ``$ORIGIN``-relative RUNPATHs; no libcuda; every
+    library stored once (by name and by bytes). Records the RUNPATHs in ``report["elf_runpaths"]``."""
+    problems: list[str] = []
+    dist_info = next(root.glob("*.dist-info"))
+    by_name: dict[str, list[str]] = defaultdict(list)
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    elfs: dict[str, list[str]] = {}
+    forbidden = _forbidden_paths()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(dist_info.name):
+            continue
+        data = path.read_bytes()
+        problems += [f"{rel} embeds the build-machine path {bad.decode()}" for bad in forbidden if bad in data]
+        if not is_elf(path):
+            continue
+        by_name[path.name].append(rel)
+        by_hash[hashlib.sha256(data).hexdigest()].append(rel)
+        if path.name.startswith("libcuda.so"):
+            problems.append(f"{rel}: the NVIDIA driver library must never be in a wheel")
+        elfs[rel] = runpath(path)
+        problems += [f"{rel} has the absolute RUNPATH entry {e}" for e in elfs[rel] if not e.startswith("$ORIGIN")]
+    report["elf_runpaths"] = {k: ":".join(v) for k, v in elfs.items()}
+    problems += [f"{name} is stored {len(p)} times: {p}" for name, p in by_name.items() if len(p) > 1]
+    problems += [
+        f"the same library is stored under several names: {p}"
+        for p in by_hash.values()
+        if len(p) > 1 and len({Path(x).name for x in p}) > 1
+    ]
+    return problems
+
+
+def _check_cuda(root: Path, target: Target, report: dict[str, Any]) -> list[str]:
+    """A CUDA target has one libggml-cuda.so with SASS for exactly its archs, PTX for them, and the CUDA contract
+    (RUNPATHs, sonames, Requires-Dist, driver floors); a CPU target has none."""
+    cuda_libs = list(root.rglob("libggml-cuda.so"))
+    if not target.is_cuda:
+        return ["a CPU target contains libggml-cuda.so"] if cuda_libs else []
+    if len(cuda_libs) != 1:
+        return [f"expected one libggml-cuda.so, found {len(cuda_libs)}"]
+    (lib,) = cuda_libs
+    problems: list[str] = []
+    sass, ptx = cuobjdump_archs(lib, _cuobjdump(target))
+    report["cuobjdump"] = {"sass": [f"sm_{a}" for a in sass], "ptx": [f"compute_{a}" for a in ptx]}
+    want = sorted(set(target.sm_archs))
+    if sass != want:
+        problems.append(f"libggml-cuda.so has SASS for {sass}, the target is {want}")
+    if not set(want) <= set(ptx):
+        problems.append(f"libggml-cuda.so lacks PTX for {want} (has {ptx})")
+    rel = lib.relative_to(root).as_posix()
+    info_file = root / target.package / "build_info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    report["driver"] = info.get("driver")
+    recorded = info.get("cuda", {}).get("archs")
+    if recorded != [a.as_json() for a in target.archs]:
+        problems.append(
+            f"build_info.json records the archs {recorded}, not the row's parsed {target.cuda_architectures}"
+        )
+    runpaths = report["elf_runpaths"].get(rel, "")
+    problems += _check_cuda_contract(
+        lib, rel, target, runpaths.split(":") if runpaths else [], report["requires_dist"], info
+    )
+    return problems
+
+
+def _check_size(target: Target, report: dict[str, Any]) -> list[str]:
+    """The compressed wheel is within its row's ``max_wheel_mb``."""
+    if report["compressed_bytes"] <= target.max_wheel_mb * MB:
+        return []
+    return [f"{report['wheel']} is {report['compressed_bytes'] / MB:.1f} MB, over the {target.max_wheel_mb:g} MB limit"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cachedir import cache_dir
+from .elf import is_elf
 from .errors import ServerNotFoundError
 from .fit import rank_backends, target_for
 from .gpu import GPU, detect_gpus
@@ -38,9 +39,8 @@ def problem_with(path: Path, *, run: bool = True) -> str | None:
         return "is not a file"
     if not os.access(path, os.X_OK):
         return f"is not executable (chmod +x {path})"
-    with path.open("rb") as f:
-        if f.read(4) != b"\x7fELF":
-            return "is not an ELF executable"
+    if not is_elf(path):
+        return "is not an ELF executable"
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if run and key not in _STARTED:

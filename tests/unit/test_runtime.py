@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import llcuda
+from conftest import wait_gone
 from llcuda import cachedir, discovery, fit, gpu, server
 from llcuda.engine import InferenceEngine
 from llcuda.errors import (
@@ -492,10 +493,7 @@ def test_ctrl_c_during_load_model_leaves_nothing_running(tmp_path: Path, fake_en
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 42
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{server_pid}").exists() and Path(f"/proc/{server_pid}/stat").read_text().split()[2] != "Z":
-        assert time.monotonic() < deadline, "the server outlived an interrupted load_model"
-        time.sleep(0.1)
+    wait_gone(server_pid, 5)  # the server does not outlive an interrupted load_model
 
 
 def test_alias_resolves_through_the_registry(monkeypatch: pytest.MonkeyPatch, model: Path) -> None:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, WHEELHOUSE, backend_wheel, site_packages, without_network
+from conftest import TARGETS, WHEELHOUSE, backend_wheel, without_network
 from llcuda_factory import toolkit
+from llcuda_factory.wheelfile import site_packages
 from llcuda_factory.wheelhouse import is_cuda_runtime_wheel, offline_bundle, parse_wheel_name
 
 COLAB_CUDA_WHEELS = ["nvidia-cublas-cu12==12.8.4.1", "nvidia-cuda-runtime-cu12==12.8.90"]

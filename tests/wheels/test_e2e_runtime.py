@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import llcuda
+from conftest import wait_gone
 from llcuda.engine import InferenceEngine
 from llcuda.errors import ServerCrashedError
 from llcuda_testkit.tinymodel import write_tiny_llama
@@ -127,10 +128,7 @@ def test_server_dies_with_its_python_parent(tiny_gguf: Path, tmp_path: Path) -> 
     child = int(pid_file.read_text())
     parent.kill()
     parent.wait()
-    start = time.monotonic()
-    while Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split()[2]:
-        assert time.monotonic() - start < 5, "llama-server outlived its SIGKILLed parent"
-        time.sleep(0.1)
+    wait_gone(child, 5)  # llama-server does not outlive its SIGKILLed parent
 
 
 def test_cli_backends_doctor_and_run(tiny_gguf: Path) -> None:

@@ -22,6 +22,7 @@ import gguf
 import numpy as np
 import pytest
 
+from conftest import wait_gone
 from llcuda import server as server_mod
 from llcuda.engine import InferenceEngine
 from llcuda.errors import ModelError, ModelLoadError, ModelNotFoundError, PortInUseError, ServerCrashedError
@@ -35,15 +36,6 @@ def servers_on(path: Path | str) -> list[int]:
     """PIDs of llama-server processes started on ``path``."""
     out = subprocess.run(["pgrep", "-f", f"llama-server --model {path}"], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
-
-
-def wait_gone(pid: int, seconds: float) -> float:
-    """Seconds until ``pid`` is gone (or a zombie); fails after ``seconds``."""
-    start = time.monotonic()
-    while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
-        assert time.monotonic() - start < seconds, f"process {pid} still alive after {seconds} s"
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 @pytest.fixture
