@@ -98,7 +98,7 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _request(self, path: str, body: dict[str, Any], timeout: float) -> urllib.request.Request:
+    def _request(self, path: str, body: dict[str, Any]) -> urllib.request.Request:
         if not self.is_loaded():
             raise RuntimeError("no model loaded: call load_model() first")
         return urllib.request.Request(
@@ -108,7 +108,7 @@ class InferenceEngine:
         )
 
     def _post(self, path: str, body: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
-        req = self._request(path, body, timeout)
+        req = self._request(path, body)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 result: dict[str, Any] = json.loads(resp.read())
@@ -183,7 +183,7 @@ class InferenceEngine:
     ) -> Iterator[str]:
         """Yield the completion of ``prompt`` as text chunks as the server produces them."""
         body = {"prompt": prompt, "stream": True, **self._sampling(max_tokens, temperature, top_p, seed, stop)}
-        req = self._request("/completion", body, 600)
+        req = self._request("/completion", body)
         try:
             with urllib.request.urlopen(req, timeout=600) as resp:
                 for raw in resp:

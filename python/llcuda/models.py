@@ -20,28 +20,21 @@ _FILE = re.compile(r"^[\w.-]+(/[\w.-]+)*\.gguf$")
 
 @dataclass(frozen=True)
 class RegistryEntry:
+    """A short alias's Hugging Face repository and GGUF file."""
+
     repo: str
     filename: str
-    size_mb: int
-    min_vram_mb: int
-    description: str
 
     @property
     def spec(self) -> str:
         return f"{self.repo}:{self.filename}"
 
 
-# A small curated list; sizes are the files' sizes on the Hub, VRAM is for full offload at ctx 2048.
+# A small curated list of small instruct models (Q4_K_M), each under 1 GB.
 REGISTRY: dict[str, RegistryEntry] = {
-    "gemma-3-1b-it": RegistryEntry(
-        "unsloth/gemma-3-1b-it-GGUF", "gemma-3-1b-it-Q4_K_M.gguf", 806, 1400, "Gemma 3 1B instruct, Q4_K_M"
-    ),
-    "qwen2.5-0.5b-instruct": RegistryEntry(
-        "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "qwen2.5-0.5b-instruct-q4_k_m.gguf", 491, 900, "Qwen2.5 0.5B, Q4_K_M"
-    ),
-    "llama-3.2-1b-instruct": RegistryEntry(
-        "bartowski/Llama-3.2-1B-Instruct-GGUF", "Llama-3.2-1B-Instruct-Q4_K_M.gguf", 808, 1500, "Llama 3.2 1B, Q4_K_M"
-    ),
+    "gemma-3-1b-it": RegistryEntry("unsloth/gemma-3-1b-it-GGUF", "gemma-3-1b-it-Q4_K_M.gguf"),
+    "qwen2.5-0.5b-instruct": RegistryEntry("Qwen/Qwen2.5-0.5B-Instruct-GGUF", "qwen2.5-0.5b-instruct-q4_k_m.gguf"),
+    "llama-3.2-1b-instruct": RegistryEntry("bartowski/Llama-3.2-1B-Instruct-GGUF", "Llama-3.2-1B-Instruct-Q4_K_M.gguf"),
 }
 
 
