@@ -2,7 +2,7 @@
 
     python benchmarks/load.py [--requests 200] [--clients 16] [--slots 4] [--out benchmarks/results]
 
-One InferenceEngine on the tiny test model (CPU backend), 16 tokens per request. tests/test_faults.py asserts
+One InferenceEngine on the tiny test model (CPU backend), 16 tokens per request. tests/wheels/test_faults.py asserts
 the same load completes with no error; this records how long it takes. Results: load.json and load.md.
 """
 

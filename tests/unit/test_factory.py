@@ -1,4 +1,4 @@
-"""Unit tests of the wheel factory (ci/llcuda_factory): the table, toolkit choice, source, metadata, audit."""
+"""Unit tests of the wheel factory (factory/llcuda_factory): the table, toolkit choice, source, metadata, audit."""
 
 from __future__ import annotations
 
