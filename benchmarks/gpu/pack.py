@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 from llcuda_factory import source
 from llcuda_factory.project import llama_cpp_pin
+from llcuda_factory.wheelhouse import pip_download
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,22 +89,7 @@ def main() -> None:
     (OUT / "llama.cpp.tar.xz.sha256").write_text(f"{digest}  llama.cpp.tar.xz  # llama.cpp {pin.tag} {pin.commit}\n")
     whl = OUT / "whl"
     whl.mkdir(exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "--dest",
-            str(whl),
-            *WHEELS,
-        ],
-        check=True,
-    )
+    pip_download(["--no-deps", *WHEELS], whl)
     size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"{OUT}: {size / 2**20:.1f} MiB (llama.cpp {pin.tag}, tree sha256 {digest[:16]}…)")
 

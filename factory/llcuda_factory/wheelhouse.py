@@ -25,7 +25,8 @@ from .targets import Target
 _WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
 
-def _pip_download(args: list[str], dest: Path) -> None:
+def pip_download(args: list[str], dest: Path) -> None:
+    """``pip download --only-binary :all: --dest DEST ARGS...``, or one FactoryError with pip's last lines."""
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary", ":all:"]
     cmd += ["--dest", str(dest), *args]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
@@ -41,7 +42,7 @@ def download_dependencies(requires_dist: list[str], dest: Path) -> list[Path]:
         return []
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.iterdir())
-    _pip_download(deps, dest)
+    pip_download(deps, dest)
     return sorted(set(dest.iterdir()) - before)
 
 
@@ -122,9 +123,9 @@ def offline_bundle(
         else:
             args.append(f"llcuda[{','.join(names)}]=={version}")
         try:  # the wheelhouse alone first: no network, and exactly the files `nox -s wheels` audited with
-            _pip_download(["--no-index", *args], tmp)
+            pip_download(["--no-index", *args], tmp)
         except FactoryError:
-            _pip_download(args, tmp)
+            pip_download(args, tmp)
         files = sorted(tmp.glob("*.whl"))
         cuda = [f.name for f in files if is_cuda_runtime_wheel(parse_wheel_name(f)[0])]
         if without_cuda_wheels and cuda:

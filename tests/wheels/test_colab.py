@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from conftest import TARGETS, WHEELHOUSE, backend_wheel, without_network
 from llcuda_factory import toolkit
 from llcuda_factory.wheelfile import site_packages
-from llcuda_factory.wheelhouse import is_cuda_runtime_wheel, offline_bundle, parse_wheel_name
+from llcuda_factory.wheelhouse import is_cuda_runtime_wheel, offline_bundle, parse_wheel_name, pip_download
 
 COLAB_CUDA_WHEELS = ["nvidia-cublas-cu12==12.8.4.1", "nvidia-cuda-runtime-cu12==12.8.90"]
 CUDA12 = sorted(n for n, t in TARGETS.items() if t.is_cuda and t.cuda_version[0] == 12)
@@ -38,19 +37,7 @@ def _colab_wheels() -> Path:
     have = {parse_wheel_name(w) for w in dest.glob("*.whl")}
     want = {(n.split("==")[0], n.split("==")[1]) for n in COLAB_CUDA_WHEELS}
     if not want <= have:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "--dest",
-            str(dest),
-        ]
-        subprocess.run([*cmd, *COLAB_CUDA_WHEELS], check=True)
+        pip_download(["--no-deps", *COLAB_CUDA_WHEELS], dest)
     return dest
 
 
