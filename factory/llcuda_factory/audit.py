@@ -149,10 +149,10 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
             report["cuda_libs_resolved"] = {
                 k: v.replace(site, "<site-packages>") for k, v in resolved.items() if k.startswith("libcu")
             }
-            for soname in ("libcublas", "libcublasLt", "libcudart"):
-                hits = [v for k, v in resolved.items() if k.startswith(soname + ".so")]
-                if not hits or (Path(site).resolve() / "nvidia") not in Path(hits[0]).parents:
-                    problems.append(f"{soname} resolves to {hits or 'nothing'}, not to the venv's NVIDIA wheel")
+            for soname in toolkit.runtime_wheels(target.cuda_version[0]).sonames:  # the table's, not a list here
+                hit = resolved.get(soname)
+                if hit is None or (Path(site).resolve() / "nvidia") not in Path(hit).parents:
+                    problems.append(f"{soname} resolves to {hit or 'nothing'}, not to the venv's NVIDIA wheel")
     return problems
 
 
