@@ -1,4 +1,4 @@
-# The wheel payload (install component "llcuda"): the four tools, the shared libraries they load (each once),
+# The wheel payload (install component "llcuda"): the tools of the factory (configure.TOOLS), the shared libraries they load (each once),
 # the run-time backends, llama.cpp's license and a build-info record.
 
 # Every shared library in the link closure of the given targets.

@@ -29,7 +29,8 @@ llcuda_force(LLAMA_BUILD_COMMON ON)
 llcuda_force(LLAMA_BUILD_TOOLS ON)
 llcuda_force(LLAMA_BUILD_SERVER ON)
 llcuda_force(LLAMA_BUILD_TESTS OFF)
-llcuda_force(LLAMA_BUILD_EXAMPLES OFF)
+# Examples on for llama-embedding only: the whole tree is EXCLUDE_FROM_ALL, so nothing else of it is built.
+llcuda_force(LLAMA_BUILD_EXAMPLES ON)
 llcuda_force(LLAMA_BUILD_APP OFF)
 llcuda_force(LLAMA_BUILD_UI OFF)
 llcuda_force(LLAMA_USE_PREBUILT_UI OFF)
@@ -54,8 +55,7 @@ endforeach()
 
 add_subdirectory("${LLCUDA_LLAMA_CPP_DIR}" llama.cpp EXCLUDE_FROM_ALL)
 
-# Build only what the wheel ships.
-set(LLCUDA_TOOLS llama-server llama-cli llama-quantize llama-bench)
+# Build only what the wheel ships: LLCUDA_TOOLS comes from the factory (configure.TOOLS).
 set(LLCUDA_BACKENDS ${GGML_AVAILABLE_BACKENDS})
 add_custom_target(llcuda_payload ALL)
 add_dependencies(llcuda_payload ${LLCUDA_TOOLS} ${LLCUDA_BACKENDS})

@@ -12,7 +12,8 @@ Checks, each of which fails the wheel:
   the row's parsed architectures (``cuda.archs``, which the runtime's fit policy reads);
 - the wheel is larger than the target's ``max_wheel_mb``;
 - it does not install with ``pip install --no-index --find-links`` into a fresh venv;
-- the installed ``llama-server --version`` fails, or (CUDA) resolves cuBLAS outside that venv.
+- a tool of ``configure.TOOLS`` is missing, the installed ``llama-server --version`` fails, or (CUDA) it
+  resolves cuBLAS outside that venv.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import REPO_ROOT, fatbin, project, source, toolkit, wheelfile
+from .configure import TOOLS
 from .errors import FactoryError
 from .targets import Target
 
@@ -132,6 +134,7 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
             return [f"pip install --no-index failed: {proc.stderr.strip()[-800:]}"]
         site = str(wheelfile.site_packages(py))
         bin_dir = Path(site) / target.package / "bin"
+        problems += [f"{tool} is not in the wheel's bin/" for tool in TOOLS if not (bin_dir / tool).is_file()]
         env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
         ver = subprocess.run(
             [str(bin_dir / "llama-server"), "--version"], check=False, capture_output=True, text=True, env=env

@@ -22,6 +22,11 @@ def _cmake_str(value: object) -> str:
     return f'"{text}"'
 
 
+# The tools every backend wheel ships in bin/, built from llama.cpp's tree (llama-embedding is one of its
+# examples, which the old llcuda guide lists); CMake builds exactly these, the audit checks each is there.
+TOOLS = ("llama-server", "llama-cli", "llama-quantize", "llama-bench", "llama-embedding")
+
+
 def with_architectures(target: Target, override: str | None) -> Target:
     """``target`` built for other CUDA architectures (a benchmark build, never a shipped wheel)."""
     if not override or override == LLAMA_CPP_DEFAULT:
@@ -52,6 +57,7 @@ def settings(
     out: dict[str, object] = {
         "LLCUDA_TARGET_DESCRIPTION": target.description,
         "LLCUDA_PACKAGE": target.package,
+        "LLCUDA_TOOLS": ";".join(TOOLS),
         "LLCUDA_TARGET_CMAKE_OPTIONS": ";".join(f"{k}={v}" for k, v in target.cmake.items()),
         "LLCUDA_CUDA_ARCHITECTURES": ";".join(target.cuda_architectures),
         "LLCUDA_CUDA_ARCHITECTURES_FROM_GGML": "ON" if cuda_architectures == LLAMA_CPP_DEFAULT else "OFF",

@@ -1,7 +1,8 @@
 """Tiny random-weight llama GGUF models written with the ``gguf`` package (never fetched from a hub).
 
 The default is the smallest model llama-server loads and serves: 2 layers, embedding 64, and a byte-level
-vocabulary of 259 tokens (``<unk>``, ``<s>``, ``</s>``, ``<0x00>``…``<0xFF>``) with tokenizer model "llama".
+vocabulary of 260 tokens (``<unk>``, ``<s>``, ``</s>``, ``<0x00>``…``<0xFF>``, and SentencePiece's space ``▁`` as a
+normal token, so that text with spaces round-trips through tokenize and detokenize) with tokenizer model "llama".
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-N_VOCAB = 259
+N_VOCAB = 260
 
 
 def byte_vocab() -> tuple[list[str], list[float], list[int]]:
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581"]
     scores = [0.0] * len(tokens)
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-    types += [gguf.TokenType.BYTE] * 256
+    types += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL]
     return tokens, scores, [int(t) for t in types]
 
 
@@ -33,6 +34,7 @@ def add_llama_tokenizer(writer: gguf.GGUFWriter, vocab: tuple[list[str], list[fl
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
     writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(False)
 
 
 def write_tiny_llama(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from ._version import __version__
 from .errors import (
+    EngineStateError,
     LLCudaError,
     ModelError,
+    ModelLoadError,
     ModelNotFoundError,
     PortInUseError,
     RequestError,
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .discovery import find_llama_server
-    from .engine import InferenceEngine, InferResult
+    from .engine import InferenceEngine, InferResult, Sampling, quick_infer
     from .fit import check_gpu_compatibility
     from .gpu import detect_gpus
     from .installed import Backend, backends
@@ -38,6 +40,8 @@ _LAZY = {
     "backends": "installed",
     "InferenceEngine": "engine",
     "InferResult": "engine",
+    "Sampling": "engine",
+    "quick_infer": "engine",
     "ServerManager": "server",
     "find_llama_server": "discovery",
     "check_gpu_compatibility": "fit",
@@ -46,13 +50,16 @@ _LAZY = {
 
 __all__ = [
     "Backend",
+    "EngineStateError",
     "InferResult",
     "InferenceEngine",
     "LLCudaError",
     "ModelError",
+    "ModelLoadError",
     "ModelNotFoundError",
     "PortInUseError",
     "RequestError",
+    "Sampling",
     "ServerCrashedError",
     "ServerError",
     "ServerManager",
@@ -63,6 +70,7 @@ __all__ = [
     "check_gpu_compatibility",
     "detect_gpus",
     "find_llama_server",
+    "quick_infer",
 ]
 
 

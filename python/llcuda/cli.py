@@ -95,11 +95,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.port is not None and not port_is_free(args.port):
         raise LLCudaError(f"port {args.port} is already in use; pass another --port")
-    engine = _engine(args, **({"port": args.port} if args.port else {}))
+    options: dict[str, Any] = {"port": args.port} if args.port else {}
+    if args.embeddings:
+        options.update(embeddings=True, pooling=args.pooling)
+    elif args.pooling:
+        raise LLCudaError("--pooling applies to embeddings: pass --embeddings too")
+    engine = _engine(args, **options)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"serving {engine.model_path} at {engine.base_url}", flush=True)
+    what = "embeddings of " if args.embeddings else ""
+    print(f"serving {what}{engine.model_path} at {engine.base_url}", flush=True)
     print(f"api key: {engine.api_key}", flush=True)
+    print(
+        f"attach from another process: InferenceEngine(server_url={engine.server_url!r}, api_key={engine.api_key!r})",
+        flush=True,
+    )
     try:
         while not stop.wait(0.5):
             if not engine.server.is_running():
@@ -143,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--temperature", type=float, default=0.7)
         else:
             p.add_argument("--port", type=int, default=None)
+            p.add_argument("--embeddings", action="store_true", help="serve /v1/embeddings (and nothing else)")
+            p.add_argument(
+                "--pooling", default=None, help="with --embeddings: mean, cls, last... (default: the model's, or mean)"
+            )
         p.add_argument("--gpu-layers", default=None, help="layers to offload (default: fit to free VRAM)")
         p.add_argument("--ctx-size", type=int, default=None)
         p.add_argument("--verbose", action="store_true", help="show the server's output")

@@ -1,4 +1,6 @@
-"""Every error llcuda raises. Each message says what went wrong and what to do about it."""
+"""Every error llcuda raises for a failure of the server, the model or the engine's state; each message says what
+went wrong and what to do about it. Wrong argument types and values stay ``TypeError``/``ValueError``, as Python
+convention has it. All of them are exported from ``llcuda``."""
 
 from __future__ import annotations
 
@@ -51,3 +53,8 @@ class ModelLoadError(ServerStartError, ModelError):
 
 class RequestError(LLCudaError):
     """The server answered a request with an error status."""
+
+
+class EngineStateError(LLCudaError, RuntimeError):
+    """The engine cannot do this now: no model is loaded, it serves embeddings only (or not at all), or it is
+    attached to a server it may not reload."""

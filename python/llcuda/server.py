@@ -36,7 +36,7 @@ from typing import IO, Any, cast
 
 from .cachedir import cache_dir
 from .discovery import child_env, find_llama_server
-from .errors import ModelLoadError, PortInUseError, ServerCrashedError, ServerStartError
+from .errors import EngineStateError, ModelLoadError, PortInUseError, ServerCrashedError, ServerStartError
 
 LOOPBACK = "127.0.0.1"
 _Job = tuple["Future[subprocess.Popen[bytes]]", list[str], dict[str, Any]]
@@ -97,6 +97,12 @@ def _diagnosis(log_tail: str) -> tuple[str, type[ServerStartError]]:
         if m:
             return text.format(*m.groups()), cls
     return "", ServerStartError
+
+
+# llama-server's "listening on http://127.0.0.1:PORT"; after it, every health check gets an HTTP answer (503 while
+# the model loads). A server that prints it and then answers nothing is unreachable: said within seconds.
+_LISTENING = re.compile(r"listening on (\S+)")
+LISTEN_GRACE_S = 5.0
 
 
 def diagnose(log_tail: str) -> str:
@@ -212,6 +218,7 @@ class ServerManager:
         self._last_output = 0.0
         self._drain: threading.Thread | None = None
         self._echo = False
+        self._listening: tuple[float, str] | None = None  # when llama-server said "listening on", and where
 
     # ------------------------------------------------------------------ discovery
 
@@ -226,7 +233,7 @@ class ServerManager:
     @property
     def server_url(self) -> str:
         if self.port is None:
-            raise RuntimeError("llama-server is not running")
+            raise EngineStateError("llama-server is not running: start_server() first")
         return f"http://{LOOPBACK}:{self.port}"
 
     def is_running(self) -> bool:
@@ -253,7 +260,8 @@ class ServerManager:
             with urllib.request.urlopen(self.server_url + "/health", timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read() or b"{}").get("status", "")
         except urllib.error.HTTPError as err:
-            body = err.read()
+            with err:  # an HTTPError holds the response's socket
+                body = err.read()
             try:
                 message = json.loads(body).get("error", {}).get("message", "")
             except ValueError:
@@ -303,6 +311,7 @@ class ServerManager:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / f"llama-server-{self.port}-{int(time.time())}.log"
         self._tail.clear()
+        self._listening = None
         self._echo = not silent
         self._last_output = time.monotonic()
         self.process = _LAUNCHER.popen(
@@ -326,6 +335,8 @@ class ServerManager:
                 line = raw.decode(errors="replace").rstrip("\n")
                 self._tail.append(line)
                 self._last_output = time.monotonic()
+                if self._listening is None and (m := _LISTENING.search(line)):
+                    self._listening = (self._last_output, m.group(1))
                 if self._echo:
                     print(line, file=sys.stderr)
             log.flush()
@@ -368,6 +379,14 @@ class ServerManager:
             now = time.monotonic()
             if status:  # any HTTP answer (503 "Loading model") is a sign of life, like new output
                 last_answer = now
+            elif self._listening is not None and now - max(self._listening[0], last_answer) > LISTEN_GRACE_S:
+                # It answers 503 while loading: a listening server that answers nothing is unreachable.
+                where = self._listening[1]
+                raise self._failure(
+                    f"llama-server says it is listening on {where}, but nothing answered there for "
+                    f"{LISTEN_GRACE_S:.0f} s: the loopback interface is probably down (in a container or network "
+                    f"namespace: `ip link set lo up`), or a firewall drops local connections"
+                )
             if now - start > timeout:
                 raise self._failure(f"llama-server not ready after {timeout:.0f} s")
             if now - max(self._last_output, last_answer) > stall_timeout:

@@ -81,15 +81,16 @@ def test_requests_without_the_launch_key_get_401(engine: InferenceEngine) -> Non
     )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=30)
-    assert err.value.code == 401
+    with err.value:  # the error holds the response's socket
+        assert err.value.code == 401
 
 
 def test_openai_client_talks_to_the_engine(engine: InferenceEngine) -> None:
     openai = pytest.importorskip("openai")
-    client = openai.OpenAI(base_url=engine.base_url, api_key=engine.api_key)
-    reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
-    assert reply.choices[0].message.role == "assistant"
-    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    with openai.OpenAI(base_url=engine.base_url, api_key=engine.api_key) as client:
+        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert reply.choices[0].message.role == "assistant"
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
 
 
 def test_server_killed_mid_stream_raises_and_the_engine_reloads(tiny_gguf: Path, tmp_path: Path) -> None:
@@ -163,12 +164,12 @@ def test_cli_serve_with_the_openai_client_and_ctrl_c(tiny_gguf: Path, tmp_path: 
             first = proc.stdout.readline()
             key = proc.stdout.readline()
             assert first.startswith("serving ") and key.startswith("api key: "), (first, proc.stderr)
-            client = openai.OpenAI(base_url=first.split(" at ")[1].strip(), api_key=key.split(": ")[1].strip())
-            reply = client.completions.create(model="tiny", prompt="Hello", max_tokens=3)
-            assert reply.choices[0].text is not None
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=30) == 0
-            assert "stopped" in proc.stdout.read()
+            with openai.OpenAI(base_url=first.split(" at ")[1].strip(), api_key=key.split(": ")[1].strip()) as client:
+                reply = client.completions.create(model="tiny", prompt="Hello", max_tokens=3)
+                assert reply.choices[0].text is not None
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(timeout=30) == 0
+                assert "stopped" in proc.stdout.read()
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import Installed
 from llcuda_factory.audit import is_elf, runpath
+from llcuda_factory.configure import TOOLS
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.project import llama_cpp_pin
 from llcuda_factory.targets import all_targets
@@ -41,9 +42,9 @@ def test_backend_is_registered_with_its_build_info(installed: Installed) -> None
     assert (installed.site_packages / target.package / "LICENSE.llama.cpp").read_text().startswith("MIT License")
 
 
-def test_ships_the_four_tools_and_each_library_once(installed: Installed) -> None:
+def test_ships_every_tool_and_each_library_once(installed: Installed) -> None:
     names = sorted(p.name for p in installed.bin_dir.iterdir())
-    for tool in ("llama-server", "llama-cli", "llama-quantize", "llama-bench"):
+    for tool in TOOLS:
         assert tool in names
     libs = [n for n in names if ".so" in n]
     assert all(n.endswith(".so") for n in libs), f"versioned copies of a library: {libs}"
