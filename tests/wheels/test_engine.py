@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,7 +125,14 @@ def test_llcuda_serve_embeddings_with_the_openai_client(tiny_gguf: Path) -> None
             first, key = proc.stdout.readline(), proc.stdout.readline()
             assert first.startswith("serving embeddings of "), (first, proc.stderr)
             with openai.OpenAI(base_url=first.split(" at ")[1].strip(), api_key=key.split(": ")[1].strip()) as client:
-                assert len(client.embeddings.create(model="tiny", input="hello").data[0].embedding) == 64
+                served = client.embeddings.create(model="tiny", input="hello").data[0].embedding
+                assert len(served) == 64
+            # the line it prints attaches another engine (here: this process) to that server
+            attach = proc.stdout.readline()
+            m = re.search(r"InferenceEngine\(server_url='([^']+)', api_key='([^']+)'\)", attach)
+            assert m, attach
+            other = InferenceEngine(server_url=m.group(1), api_key=m.group(2))
+            assert other.is_loaded() and other.embed("hello")[0] == pytest.approx(served, abs=1e-5)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
