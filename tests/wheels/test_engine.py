@@ -21,6 +21,7 @@ import pytest
 import llcuda
 from conftest import without_network
 from llcuda import EngineStateError, InferenceEngine, RequestError, ServerCrashedError, ServerStartError
+from llcuda_testkit.tinymodel import write_tiny_llama
 
 pytestmark = pytest.mark.usefixtures("cpu_backend")
 
@@ -209,10 +210,10 @@ def test_a_failed_chat_is_recorded_with_its_latency(engine: InferenceEngine) -> 
 def test_json_schema_constrains_the_answer(engine: InferenceEngine, how: str) -> None:
     for prompt in ("Answer:", "Is it?"):
         if how == "infer":
-            result = engine.infer(prompt, max_tokens=96, temperature=0.8, seed=11, json_schema=ANSWER)
+            result = engine.infer(prompt, max_tokens=256, temperature=0.8, seed=11, json_schema=ANSWER)
         else:
             result = engine.chat(
-                [{"role": "user", "content": prompt}], max_tokens=96, temperature=0.8, json_schema=ANSWER
+                [{"role": "user", "content": prompt}], max_tokens=256, temperature=0.8, seed=11, json_schema=ANSWER
             )
         assert result.success, result.error_message
         value = json.loads(result.text)
@@ -250,11 +251,18 @@ def test_attach_to_a_running_server_and_detach_without_stopping_it(engine: Infer
     assert not refused.success and refused.error_message and "HTTP 401" in refused.error_message
 
 
-def test_a_server_gone_mid_request_is_a_crash_naming_its_url(tiny_gguf: Path) -> None:
+@pytest.fixture(scope="module")
+def slow_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model big enough that 3000 greedy tokens take seconds (measured: 2.9 s), so a kill lands mid-stream;
+    greedy, it runs to the length limit without an end-of-text."""
+    return write_tiny_llama(tmp_path_factory.mktemp("slow") / "slow.gguf", n_layer=4, n_embd=256, n_ff=1024, n_ctx=4096)
+
+
+def test_a_server_gone_mid_request_is_a_crash_naming_its_url(slow_gguf: Path) -> None:
     owner = InferenceEngine()
-    owner.load_model(tiny_gguf, ctx_size=256, silent=True, threads=2)
+    owner.load_model(slow_gguf, ctx_size=4096, silent=True, threads=1)
     attached = InferenceEngine(server_url=owner.server_url, api_key=owner.api_key)
-    stream = attached.chat_stream(HI, max_tokens=400, temperature=1.0)
+    stream = attached.chat_stream(HI, max_tokens=3000, temperature=0)
     assert next(stream)
     owner.server.process.kill()  # type: ignore[union-attr]
     with pytest.raises(ServerCrashedError) as err:
@@ -265,10 +273,10 @@ def test_a_server_gone_mid_request_is_a_crash_naming_its_url(tiny_gguf: Path) ->
     owner.unload_model()
 
 
-def test_a_chat_stream_cut_by_a_dying_own_server_raises_the_crash(tiny_gguf: Path) -> None:
+def test_a_chat_stream_cut_by_a_dying_own_server_raises_the_crash(slow_gguf: Path) -> None:
     with InferenceEngine() as own:
-        own.load_model(tiny_gguf, ctx_size=256, silent=True, threads=2)
-        stream = own.chat_stream(HI, max_tokens=400, temperature=1.0)
+        own.load_model(slow_gguf, ctx_size=4096, silent=True, threads=1)
+        stream = own.chat_stream(HI, max_tokens=3000, temperature=0)
         assert next(stream)
         os.kill(own.server.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
         with pytest.raises(ServerCrashedError, match="llama-server exited with code -9 during a request"):
