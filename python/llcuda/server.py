@@ -99,8 +99,9 @@ def _diagnosis(log_tail: str) -> tuple[str, type[ServerStartError]]:
     return "", ServerStartError
 
 
-# llama-server's "listening on http://127.0.0.1:PORT"; after it, every health check gets an HTTP answer (503 while
-# the model loads). A server that prints it and then answers nothing is unreachable: said within seconds.
+# llama-server prints "listening on http://127.0.0.1:PORT" once its HTTP server is up (at b11312, after the model has
+# loaded); from then on every health check gets an HTTP answer. One that answers nothing is unreachable: said in
+# seconds, not after the stall timeout.
 _LISTENING = re.compile(r"listening on (\S+)")
 LISTEN_GRACE_S = 5.0
 
@@ -380,7 +381,6 @@ class ServerManager:
             if status:  # any HTTP answer (503 "Loading model") is a sign of life, like new output
                 last_answer = now
             elif self._listening is not None and now - max(self._listening[0], last_answer) > LISTEN_GRACE_S:
-                # It answers 503 while loading: a listening server that answers nothing is unreachable.
                 where = self._listening[1]
                 raise self._failure(
                     f"llama-server says it is listening on {where}, but nothing answered there for "
