@@ -78,6 +78,20 @@ if(TARGET ggml-cuda)
   string(REPLACE ";" "\", \"" _lib_dirs_json "\"${LLCUDA_CUDA_RPATH_DIRS}\"")
   string(REPLACE ";" "\", \"" _wheels_json "\"${LLCUDA_CUDA_RUNTIME_WHEELS}\"")
 endif()
+# The RPC protocol version of this build: a client and a server of other versions refuse each other. Read from the
+# header (llama.cpp's RPC README lags behind it).
+file(STRINGS "${LLCUDA_LLAMA_CPP_DIR}/ggml/include/ggml-rpc.h" _rpc_defines
+     REGEX "^#define RPC_PROTO_(MAJOR|MINOR|PATCH)_VERSION[ \t]+[0-9]+")
+set(_rpc_version "")
+foreach(_part MAJOR MINOR PATCH)
+  string(REGEX MATCH "RPC_PROTO_${_part}_VERSION[ \t]+([0-9]+)" _ "${_rpc_defines}")
+  set(_number "${CMAKE_MATCH_1}")  # if(... MATCHES) below would overwrite CMAKE_MATCH_1
+  if(NOT _number MATCHES "^[0-9]+$")
+    message(FATAL_ERROR "llcuda: no RPC_PROTO_${_part}_VERSION in ggml/include/ggml-rpc.h")
+  endif()
+  list(APPEND _rpc_version "${_number}")
+endforeach()
+list(JOIN _rpc_version "." _rpc_version)
 configure_file("${PROJECT_SOURCE_DIR}/cmake/build_info.json.in" "${CMAKE_BINARY_DIR}/build_info.json" @ONLY)
 configure_file("${PROJECT_SOURCE_DIR}/cmake/backend__init__.py.in" "${CMAKE_BINARY_DIR}/__init__.py" @ONLY)
 if(TARGET ggml-cuda)

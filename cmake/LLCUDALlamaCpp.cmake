@@ -24,6 +24,13 @@ else()
   llcuda_force(GGML_CUDA OFF)
 endif()
 
+# The RPC backend (libggml-rpc, loaded at run time) and its server tool, for models split across machines.
+# Neither RDMA (on by itself when libibverbs is found) nor NCCL (default ON, linked when found) belongs in a
+# portable wheel: both would link libraries the user's machine may not have.
+llcuda_force(GGML_RPC ON)
+llcuda_force(GGML_RPC_RDMA OFF)
+llcuda_force(GGML_CUDA_NCCL OFF)
+
 # As a subdirectory llama.cpp leaves server, tools and common off; nothing may touch the network.
 llcuda_force(LLAMA_BUILD_COMMON ON)
 llcuda_force(LLAMA_BUILD_TOOLS ON)

@@ -13,7 +13,9 @@ Checks, each of which fails the wheel:
 - the wheel is larger than the target's ``max_wheel_mb``;
 - it does not install with ``pip install --no-index --find-links`` into a fresh venv;
 - a tool of ``configure.TOOLS`` is missing, the installed ``llama-server --version`` fails, or (CUDA) it
-  resolves cuBLAS outside that venv.
+  resolves cuBLAS outside that venv;
+- the RPC backend (``libggml-rpc.so``) is missing, ``build_info.json`` records no RPC protocol version, or the
+  installed ``ggml-rpc-server`` does not start and answer the protocol handshake with that version.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -142,6 +146,8 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
         report["llama_server_version"] = (ver.stdout + ver.stderr).strip().splitlines()[-2:]
         if ver.returncode != 0:
             problems.append(f"installed llama-server --version exited {ver.returncode}: {ver.stderr.strip()[-400:]}")
+        if (bin_dir / "ggml-rpc-server").is_file():
+            problems += _rpc_server_answers(bin_dir, Path(site) / target.package / "build_info.json", env, report)
         cuda_lib = bin_dir / "libggml-cuda.so"
         if target.is_cuda and cuda_lib.exists():
             ldd = subprocess.run(["ldd", str(cuda_lib)], check=False, capture_output=True, text=True, env=env).stdout
@@ -159,6 +165,58 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
     return problems
 
 
+def _rpc_server_answers(bin_dir: Path, info_file: Path, env: dict[str, str], report: dict[str, Any]) -> list[str]:
+    """Start the installed ggml-rpc-server on a free loopback port; it must answer the protocol handshake (as the
+    runtime asks it, ``python/llcuda/rpcwire.py``) with the version build_info.json records."""
+    wire = project.runtime_module("rpcwire")
+    recorded = json.loads(info_file.read_text()).get("rpc", {}).get("protocol")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = info_file.parent / "rpc-server-audit.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(bin_dir / "ggml-rpc-server"), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        answer: str | None = None
+        try:
+            for _ in range(100):  # 10 s at most
+                if proc.poll() is not None:
+                    break
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                        answer = str(wire.hello(conn))
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    report["rpc_server"] = {"recorded_protocol": recorded, "answered_protocol": answer}
+    if answer is None:
+        return [f"installed ggml-rpc-server did not answer the RPC handshake: {log.read_text()[-400:]}"]
+    if answer != recorded:
+        return [f"ggml-rpc-server speaks RPC protocol {answer}, build_info.json records {recorded}"]
+    return []
+
+
+def _check_rpc(root: Path, target: Target, report: dict[str, Any]) -> list[str]:
+    """Every backend carries the RPC backend and records its protocol version."""
+    info_file = root / target.package / "build_info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    problems: list[str] = []
+    if not (root / target.package / "bin" / "libggml-rpc.so").is_file():
+        problems.append("bin/libggml-rpc.so (the RPC backend, GGML_RPC=ON) is missing")
+    protocol = str(info.get("rpc", {}).get("protocol", ""))
+    report["rpc_protocol"] = protocol
+    if not re.fullmatch(r"\d+\.\d+\.\d+", protocol):
+        problems.append(f"build_info.json records no RPC protocol version (rpc.protocol = {protocol!r})")
+    return problems
+
+
 def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, install: bool = True) -> dict[str, Any]:
     """Check ``wheel``; return a report, or raise FactoryError listing every problem found (see the checks above)."""
     report: dict[str, Any] = {
@@ -172,7 +230,12 @@ def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, 
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(root)
             report["unpacked_bytes"] = sum(i.file_size for i in zf.infolist())
-        problems = [*_check_files(root, report), *_check_cuda(root, target, report), *_check_size(target, report)]
+        problems = [
+            *_check_files(root, report),
+            *_check_cuda(root, target, report),
+            *_check_rpc(root, target, report),
+            *_check_size(target, report),
+        ]
     if install and not problems:
         problems += _venv_install(wheel, target, find_links or [], report)
     if problems:

@@ -23,8 +23,9 @@ def _cmake_str(value: object) -> str:
 
 
 # The tools every backend wheel ships in bin/, built from llama.cpp's tree (llama-embedding is one of its
-# examples, which the old llcuda guide lists); CMake builds exactly these, the audit checks each is there.
-TOOLS = ("llama-server", "llama-cli", "llama-quantize", "llama-bench", "llama-embedding")
+# examples, which the old llcuda guide lists; ggml-rpc-server is installed by llama.cpp only with
+# LLAMA_TOOLS_INSTALL, so it is named here); CMake builds exactly these, the audit checks each is there.
+TOOLS = ("llama-server", "llama-cli", "llama-quantize", "llama-bench", "llama-embedding", "ggml-rpc-server")
 
 
 def with_architectures(target: Target, override: str | None) -> Target:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -499,10 +500,23 @@ def patched(elf: bytes, tmp_path: Path, rpath: str) -> bytes:
     return lib.read_bytes()
 
 
+def clean_cpu_files(an_elf: bytes, tmp_path: Path) -> dict[str, bytes]:
+    """A payload the audit passes (without installing it): a library, the RPC backend and its protocol version."""
+    return {
+        "llcuda_cpu/bin/libx.so": an_elf,
+        "llcuda_cpu/bin/libggml-rpc.so": patched(an_elf, tmp_path, "$ORIGIN/rpc"),  # other bytes than libx.so
+        "llcuda_cpu/build_info.json": json.dumps({"rpc": {"protocol": "7.0.0"}}).encode(),
+    }
+
+
 def test_audit_passes_a_clean_payload(tmp_path: Path, an_elf: bytes) -> None:
     cpu = get_target("cpu")
-    report = audit(make_wheel(tmp_path, cpu, {"llcuda_cpu/bin/libx.so": an_elf}), cpu, install=False)
-    assert report["elf_runpaths"] == {"llcuda_cpu/bin/libx.so": "$ORIGIN"}
+    report = audit(make_wheel(tmp_path, cpu, clean_cpu_files(an_elf, tmp_path)), cpu, install=False)
+    assert report["elf_runpaths"] == {
+        "llcuda_cpu/bin/libx.so": "$ORIGIN",
+        "llcuda_cpu/bin/libggml-rpc.so": "$ORIGIN/rpc",
+    }
+    assert report["rpc_protocol"] == "7.0.0"
 
 
 @pytest.mark.parametrize(
@@ -513,11 +527,13 @@ def test_audit_passes_a_clean_payload(tmp_path: Path, an_elf: bytes) -> None:
         ("twice", "libx.so is stored 2 times"),
         ("copies", "the same library is stored under several names"),
         ("build-path", "embeds the build-machine path"),
+        ("no-rpc-backend", r"bin/libggml-rpc.so \(the RPC backend, GGML_RPC=ON\) is missing"),
+        ("no-rpc-version", r"build_info.json records no RPC protocol version \(rpc.protocol = ''\)"),
     ],
 )
 def test_audit_fails_each_defect(tmp_path: Path, an_elf: bytes, case: str, expected: str) -> None:
     cpu = get_target("cpu")
-    files = {"llcuda_cpu/bin/libx.so": an_elf}
+    files = clean_cpu_files(an_elf, tmp_path)
     if case == "absolute-rpath":
         files["llcuda_cpu/bin/libx.so"] = patched(an_elf, tmp_path, "$ORIGIN:/opt/build/lib")
     elif case == "driver":
@@ -528,6 +544,10 @@ def test_audit_fails_each_defect(tmp_path: Path, an_elf: bytes, case: str, expec
         files["llcuda_cpu/bin/libx.so.0"] = an_elf
     elif case == "build-path":
         files["llcuda_cpu/build_info.json"] = f'{{"dir": "{REPO_ROOT}/build/cpu"}}'.encode()
+    elif case == "no-rpc-backend":
+        del files["llcuda_cpu/bin/libggml-rpc.so"]
+    elif case == "no-rpc-version":
+        files["llcuda_cpu/build_info.json"] = b'{"rpc": {"protocol": ""}}'
     with pytest.raises(FactoryError, match=expected):
         audit(make_wheel(tmp_path, cpu, files), cpu, install=False)
 
