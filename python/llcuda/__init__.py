@@ -10,16 +10,24 @@ from __future__ import annotations
 from ._version import __version__
 from .errors import (
     EngineStateError,
+    InsecureBindError,
     LLCudaError,
     ModelError,
     ModelLoadError,
     ModelNotFoundError,
+    ModelTooLargeError,
     PortInUseError,
     RequestError,
+    RPCBusyError,
+    RPCError,
+    RPCHostLostError,
+    RPCProtocolError,
+    RPCUnreachableError,
     ServerCrashedError,
     ServerError,
     ServerNotFoundError,
     ServerStartError,
+    StreamStalledError,
 )
 
 # Not `from typing import TYPE_CHECKING`: importing typing (and re) would double the cost of `import llcuda`.
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
     from .fit import check_gpu_compatibility
     from .gpu import detect_gpus
     from .installed import Backend, backends
+    from .rpc import RPCServer
     from .server import ServerManager
 
 _LAZY = {
@@ -43,6 +52,7 @@ _LAZY = {
     "Sampling": "engine",
     "quick_infer": "engine",
     "ServerManager": "server",
+    "RPCServer": "rpc",
     "find_llama_server": "discovery",
     "check_gpu_compatibility": "fit",
     "detect_gpus": "gpu",
@@ -53,11 +63,19 @@ __all__ = [
     "EngineStateError",
     "InferResult",
     "InferenceEngine",
+    "InsecureBindError",
     "LLCudaError",
     "ModelError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelTooLargeError",
     "PortInUseError",
+    "RPCBusyError",
+    "RPCError",
+    "RPCHostLostError",
+    "RPCProtocolError",
+    "RPCServer",
+    "RPCUnreachableError",
     "RequestError",
     "Sampling",
     "ServerCrashedError",
@@ -65,6 +83,7 @@ __all__ = [
     "ServerManager",
     "ServerNotFoundError",
     "ServerStartError",
+    "StreamStalledError",
     "__version__",
     "backends",
     "check_gpu_compatibility",

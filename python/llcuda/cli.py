@@ -1,4 +1,4 @@
-"""The ``llcuda`` command: ``doctor``, ``backends``, ``serve MODEL``, ``run MODEL PROMPT``.
+"""The ``llcuda`` command: ``doctor``, ``backends``, ``serve MODEL``, ``run MODEL PROMPT``, ``rpc-server``.
 
 A user error exits non-zero with one clear line, never a traceback.
 """
@@ -32,6 +32,11 @@ def _doctor(args: argparse.Namespace) -> int:
             print(
                 f"GPU {g['index']}: {g['name']}, CC {cc}, {g['memory_free_mb']}/{g['memory_total_mb']} MiB free, "
                 f"driver {g['driver_version']}"
+            )
+        if len(report["gpus"]) > 1:
+            print(
+                f"GPUs: {len(report['gpus'])}, {report['memory_free_mb']}/{report['memory_total_mb']} MiB free in all "
+                "(a model is split across them by layers: load_model(split_mode=, tensor_split=, main_gpu=))"
             )
     else:
         print("GPU: none found (no NVIDIA driver, or no GPU)")
@@ -84,10 +89,57 @@ def _engine(args: argparse.Namespace, **options: Any) -> Any:
     from .engine import InferenceEngine
 
     engine = InferenceEngine()
-    engine.load_model(
-        args.model, gpu_layers=args.gpu_layers, ctx_size=args.ctx_size, silent=not args.verbose, **options
-    )
+    if args.rpc:
+        options["rpc"] = args.rpc
+    for key in ("split_mode", "tensor_split", "main_gpu"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    try:
+        engine.load_model(
+            args.model, gpu_layers=args.gpu_layers, ctx_size=args.ctx_size, silent=not args.verbose, **options
+        )
+    except ValueError as err:  # a bad --rpc/--split-mode/--tensor-split/--main-gpu: one line, no traceback
+        raise LLCudaError(str(err)) from None
+    for host in engine.rpc_hosts:
+        print(f"RPC {host.endpoint}: protocol {host.version}, {host.free_mb} MiB free", file=sys.stderr, flush=True)
     return engine
+
+
+def _proportions(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected proportions like 3,1, not {text!r}") from None
+
+
+def _rpc_server(args: argparse.Namespace) -> int:
+    from .rpc import RPCServer
+
+    server = RPCServer(
+        args.host,
+        args.port,
+        allow_remote=args.allow_remote,
+        devices=args.device.split(",") if args.device else None,
+        threads=args.threads,
+        cache=args.cache,
+        verbose=args.verbose,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server.start()
+        print(server.describe(), flush=True)
+        print(f'use it: load_model(..., rpc=["HOST:{args.port}"]) or llcuda serve MODEL --rpc HOST:{args.port}')
+        print(f"log: {server.log_path}; Ctrl-C stops it", flush=True)
+        while not stop.wait(0.5):
+            if not server.is_running():
+                raise LLCudaError(f"ggml-rpc-server stopped:\n{server.log_tail(10)}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    print("stopped", flush=True)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -159,8 +211,28 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.add_argument("--gpu-layers", default=None, help="layers to offload (default: fit to free VRAM)")
         p.add_argument("--ctx-size", type=int, default=None)
+        p.add_argument("--rpc", default=None, metavar="HOST:PORT,...", help="add the devices of these RPC servers")
+        p.add_argument("--split-mode", default=None, choices=["none", "layer", "row", "tensor"], help="across GPUs")
+        p.add_argument("--tensor-split", type=_proportions, default=None, metavar="3,1", help="share per GPU")
+        p.add_argument("--main-gpu", type=int, default=None)
         p.add_argument("--verbose", action="store_true", help="show the server's output")
         p.set_defaults(func=func)
+    p = sub.add_parser(
+        "rpc-server",
+        help="serve this machine's devices to llama-server on another machine (no authentication: see --host)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=50052)
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host: anyone who reaches the port can use this machine's devices",
+    )
+    p.add_argument("--device", default=None, help="devices to serve, e.g. CUDA0,CUDA1 (default: every GPU)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for a CPU device")
+    p.add_argument("--cache", action="store_true", help="keep received tensors on disk to speed up reloads")
+    p.add_argument("--verbose", action="store_true", help="show the server's output")
+    p.set_defaults(func=_rpc_server)
     return parser
 
 

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import EngineStateError, RequestError, ServerCrashedError
+from .errors import EngineStateError, ModelTooLargeError, RequestError, ServerCrashedError, StreamStalledError
+from .gpu import detect_gpus
 from .models import resolve_model
+from .placement import memory_shortfall, ram_available_mb, split_options
+from .rpc import RemoteHost, check_endpoints, parse_endpoints, protocol_of
 from .server import ServerManager
 
 _FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
@@ -117,11 +121,21 @@ class InferenceEngine:
     ``InferenceEngine()`` starts its own server with :meth:`load_model`. ``InferenceEngine(server_url=...,
     api_key=...)`` attaches to a llama-server that is already running (``llcuda serve`` in another process, say):
     it never starts or stops that server.
+
+    A stream that gets no token for ``stream_timeout`` seconds raises :class:`StreamStalledError` (a model split
+    over RPC hosts waits forever on a cut link: ggml's RPC has no timeouts of its own).
     """
 
     def __init__(
-        self, server_manager: ServerManager | None = None, *, server_url: str | None = None, api_key: str | None = None
+        self,
+        server_manager: ServerManager | None = None,
+        *,
+        server_url: str | None = None,
+        api_key: str | None = None,
+        stream_timeout: float = 60.0,
     ) -> None:
+        if not stream_timeout > 0:
+            raise ValueError(f"stream_timeout={stream_timeout!r}: expected seconds, more than 0")
         if server_url is not None and server_manager is not None:
             raise ValueError("pass a server_manager (to start a server) or a server_url (to attach), not both")
         self.server = server_manager or ServerManager()
@@ -130,6 +144,8 @@ class InferenceEngine:
         self._attached_key = api_key
         self._embeddings = False
         self._metrics = _Metrics()
+        self.stream_timeout = float(stream_timeout)
+        self.rpc_hosts: list[RemoteHost] = []  # the RPC servers the loaded model is split over, as probed
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -148,14 +164,28 @@ class InferenceEngine:
         *,
         embeddings: bool = False,
         pooling: str | None = None,
+        rpc: str | Sequence[str] | None = None,
+        split_mode: str | None = None,
+        tensor_split: Sequence[float] | None = None,
+        main_gpu: int | None = None,
         **server_options: Any,
     ) -> bool:
         """Resolve ``model`` (path, alias or ``"repo:file.gguf"``), start llama-server on it, wait until ready.
 
-        ``gpu_layers=None`` lets llama-server fit the offload to free VRAM. ``embeddings=True`` serves
-        ``/v1/embeddings`` (and nothing else) with ``pooling`` (``mean``, ``cls``, ``last``...; by default the
-        model's own, or ``mean`` for a model that has none). Extra keywords become server flags (``n_parallel=4``
-        -> ``--n-parallel 4``). Returns True; raises an :class:`~llcuda.errors.LLCudaError`.
+        ``gpu_layers=None`` lets llama-server fit the offload to free memory, across every device it has.
+        ``embeddings=True`` serves ``/v1/embeddings`` (and nothing else) with ``pooling`` (``mean``, ``cls``,
+        ``last``...; by default the model's own, or ``mean`` for a model that has none).
+
+        Bigger than one GPU:
+
+        - ``split_mode`` (``"layer"``, llama.cpp's default, or ``"none"``), ``tensor_split`` (proportions per GPU,
+          ``[3, 1]``) and ``main_gpu`` (the GPU for a ``"none"`` split and small tensors) split the model across
+          this machine's GPUs;
+        - ``rpc=["host:port", ...]`` adds the devices of RPC servers (``llcuda rpc-server`` on each host). Each
+          is checked first, within a few seconds: reachable, not serving another client, the same protocol.
+
+        Extra keywords become server flags (``n_parallel=4`` -> ``--n-parallel 4``). Returns True; raises an
+        :class:`~llcuda.errors.LLCudaError` (:class:`~llcuda.errors.RPCError` for an RPC host).
         """
         if self.attached:
             raise EngineStateError(
@@ -165,7 +195,17 @@ class InferenceEngine:
         if pooling is not None and not embeddings:
             raise ValueError("pooling= applies to embeddings: pass embeddings=True too")
         path = resolve_model(model)
+        gpus = detect_gpus()
         options: dict[str, Any] = dict(server_options, embeddings=embeddings, pooling=pooling)
+        options.update(split_options(split_mode, tensor_split, main_gpu, len(gpus)))
+        remotes: list[RemoteHost] = []
+        if rpc is not None:
+            endpoints = parse_endpoints(rpc)
+            remotes = check_endpoints(endpoints, protocol_of(self.server.find_llama_server()))
+            options["rpc"] = ",".join(map(str, endpoints))
+        shortfall = memory_shortfall(path.stat().st_size, gpus, remotes, ram_available_mb())
+        if shortfall:
+            raise ModelTooLargeError(f"{path} cannot be loaded: {shortfall}")
 
         def start() -> None:
             self.server.start_server(
@@ -174,6 +214,7 @@ class InferenceEngine:
 
         start()
         self.model_path = path
+        self.rpc_hosts = remotes
         self._embeddings = embeddings
         if embeddings and pooling is None and not self._pools():
             # /v1/embeddings refuses pooling "none": a model without a pooling type of its own gets mean pooling.
@@ -199,6 +240,7 @@ class InferenceEngine:
             return
         self.server.stop_server()
         self.model_path = None
+        self.rpc_hosts = []
         self._embeddings = False
 
     def is_loaded(self) -> bool:
@@ -278,7 +320,7 @@ class InferenceEngine:
         :class:`ServerCrashedError`."""
         req = self._request(path, body)
         try:
-            with urllib.request.urlopen(req, timeout=600) as resp:
+            with urllib.request.urlopen(req, timeout=self.stream_timeout) as resp:
                 for raw in resp:
                     line = raw.decode(errors="replace").strip()
                     if not line.startswith("data:"):
@@ -292,9 +334,38 @@ class InferenceEngine:
                         return
         except urllib.error.HTTPError as err:
             raise self._http_error(path, err) from err
-        except (urllib.error.URLError, http.client.HTTPException, OSError, json.JSONDecodeError) as err:
+        except (socket.timeout, TimeoutError) as err:
+            raise self._stalled() from err
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, (socket.timeout, TimeoutError)):
+                raise self._stalled() from err
+            raise self._lost(err) from err
+        except (http.client.HTTPException, OSError, json.JSONDecodeError) as err:
             raise self._lost(err) from err
         raise self._lost(ConnectionError("the stream ended without its final event"))
+
+    def _stalled(self) -> StreamStalledError:
+        """The error for a stream with no token for ``stream_timeout`` s. A server whose model is split over RPC
+        hosts cannot recover from a dead link (it waits forever), so it is stopped."""
+        where = self.server_url
+        message = f"no token from the llama-server at {where} for {self.stream_timeout:g} s"
+        if self.rpc_hosts and self._attached is None:
+            hosts = ", ".join(str(h.endpoint) for h in self.rpc_hosts)
+            tail = self.server.log_tail()
+            self.server.stop_server(timeout=3)
+            return StreamStalledError(
+                message,
+                log_tail=tail,
+                diagnosis=(
+                    f"The model is split over the RPC hosts {hosts}: one of them, or the network to it, is probably "
+                    "down (ggml's RPC has no timeouts, so llama-server would wait forever). llcuda stopped that "
+                    "llama-server: check the hosts, then load the model again."
+                ),
+            )
+        return StreamStalledError(
+            message,
+            diagnosis="The server is stuck or overloaded; for very long prompts pass a larger stream_timeout.",
+        )
 
     def _generating(self) -> None:
         if self._embeddings:

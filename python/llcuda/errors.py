@@ -58,3 +58,35 @@ class RequestError(LLCudaError):
 class EngineStateError(LLCudaError, RuntimeError):
     """The engine cannot do this now: no model is loaded, it serves embeddings only (or not at all), or it is
     attached to a server it may not reload."""
+
+
+class StreamStalledError(ServerError):
+    """A streamed request got no token for longer than the engine's ``stream_timeout``."""
+
+
+class RPCError(LLCudaError):
+    """A problem with an RPC server (``ggml-rpc-server``) of a model split across machines."""
+
+
+class RPCUnreachableError(RPCError, ConnectionError):
+    """Nothing answers at an RPC endpoint: the host is down, the server not started, or a firewall drops it."""
+
+
+class RPCBusyError(RPCError):
+    """The RPC server accepts connections but serves another client (it serves one at a time)."""
+
+
+class RPCProtocolError(RPCError):
+    """The RPC server speaks another protocol version than this llcuda's llama-server: they refuse each other."""
+
+
+class RPCHostLostError(ServerCrashedError, RPCError):
+    """llama-server aborted because an RPC server it used crashed or its connection broke."""
+
+
+class InsecureBindError(RPCError, PermissionError):
+    """An RPC server would listen on a non-loopback address without the explicit opt-in."""
+
+
+class ModelTooLargeError(ModelError):
+    """The model fits in no combination of the devices: every GPU, every RPC host and RAM together are too small."""

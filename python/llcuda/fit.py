@@ -101,7 +101,8 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
     """What this machine has and which installed backend runs how; keeps the old llcuda keys.
 
     Keys: ``platform``, ``gpu_name``, ``compute_capability`` (e.g. ``"5.0"``), ``compatible``, ``reason``
-    (as before), plus ``gpus``, ``backends`` (target -> native/ptx/cpu/unsupported), ``driver_problems``
+    (as before, for the first GPU), plus ``gpus`` (every GPU), ``gpu_count``, ``memory_total_mb`` and
+    ``memory_free_mb`` (all GPUs together), ``backends`` (target -> native/ptx/cpu/unsupported), ``driver_problems``
     (target -> why the driver is too old, naming the version needed), ``recommended_target`` and
     ``recommendation``.
     """
@@ -134,6 +135,21 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
         else:
             reason = f"No installed backend has code for {gpu.name} (CC {cc})."
             recommendation = f"Install the backend for this GPU: {install}"
+    if len(gpus) > 1:
+        reason += (
+            f" {len(gpus)} GPUs, {sum(g.memory_total_mb for g in gpus)} MiB in all: llama-server splits a model "
+            "across them by layers."
+        )
+        # Every GPU must run the backend's code: a second GPU of another generation may not.
+        for other in gpus[1:]:
+            for target in [t for t, f in fits.items() if f in ("native", "ptx")]:
+                b = next(b for b in installed if b.target == target)
+                if backend_fit(b, other) not in ("native", "ptx"):
+                    cc_other = f"{other.compute_capability[0]}.{other.compute_capability[1]}"
+                    reason += (
+                        f" llcuda-{target} has no code for GPU {other.index} {other.name} (CC {cc_other}): keep "
+                        f"it out with CUDA_VISIBLE_DEVICES or load_model(split_mode='none', main_gpu=0)."
+                    )
     return {
         "platform": platform(),
         "gpu_name": gpu.name if gpu else None,
@@ -141,6 +157,9 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
         "compatible": compatible,
         "reason": reason,
         "gpus": [asdict(g) for g in gpus],
+        "gpu_count": len(gpus),
+        "memory_total_mb": sum(g.memory_total_mb for g in gpus),
+        "memory_free_mb": sum(g.memory_free_mb for g in gpus),
         "backends": fits,
         "driver_problems": drivers,
         "recommended_target": want,

@@ -11,40 +11,36 @@
 
 from __future__ import annotations
 
-import atexit
-import collections
-import contextlib
-import ctypes
 import errno
 import json
 import os
-import queue
 import re
 import secrets
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
-from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from .cachedir import cache_dir
 from .discovery import child_env, find_llama_server
-from .errors import EngineStateError, ModelLoadError, PortInUseError, ServerCrashedError, ServerStartError
+from .errors import (
+    EngineStateError,
+    ModelLoadError,
+    PortInUseError,
+    RPCHostLostError,
+    ServerCrashedError,
+    ServerError,
+    ServerStartError,
+)
+from .process import ManagedProcess
 
 LOOPBACK = "127.0.0.1"
-_Job = tuple["Future[subprocess.Popen[bytes]]", list[str], dict[str, Any]]
-_LIVE: weakref.WeakSet[ServerManager] = weakref.WeakSet()
 
 # (pattern in the server's output, plain-language cause, error class). The first match wins, so the specific
 # model failures come before the generic "failed to load model".
-_DIAGNOSES: list[tuple[re.Pattern[str], str, type[ServerStartError]]] = [
+_DIAGNOSES: list[tuple[re.Pattern[str], str, type[ServerError]]] = [
     (
         re.compile(r"error while loading shared libraries: (\S+?):"),
         "A shared library is missing ({0}). Reinstall the backend: pip install --force-reinstall "
@@ -91,7 +87,19 @@ _DIAGNOSES: list[tuple[re.Pattern[str], str, type[ServerStartError]]] = [
 ]
 
 
-def _diagnosis(log_tail: str) -> tuple[str, type[ServerStartError]]:
+# llama.cpp's RPC client aborts with this when a remote server dies, resets the connection or answers nonsense; it
+# does not say which server.
+_RPC_ABORT = re.compile(r"Remote RPC server crashed or returned malformed response|RPC server version mismatch")
+
+
+def _diagnosis(log_tail: str, rpc_hosts: tuple[str, ...] = ()) -> tuple[str, type[ServerError]]:
+    if rpc_hosts and _RPC_ABORT.search(log_tail):
+        hosts = ", ".join(rpc_hosts)
+        return (
+            f"An RPC server this model is split over ({hosts}) crashed, was stopped or became unreachable. Check "
+            "each host (`llcuda rpc-server` still running, the network up), then load the model again.",
+            RPCHostLostError,
+        )
     for pattern, text, cls in _DIAGNOSES:
         m = pattern.search(log_tail)
         if m:
@@ -106,9 +114,9 @@ _LISTENING = re.compile(r"listening on (\S+)")
 LISTEN_GRACE_S = 5.0
 
 
-def diagnose(log_tail: str) -> str:
+def diagnose(log_tail: str, rpc_hosts: tuple[str, ...] = ()) -> str:
     """A plain-language cause for a server failure, from its last output lines ('' when unknown)."""
-    return _diagnosis(log_tail)[0]
+    return _diagnosis(log_tail, rpc_hosts)[0]
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -147,78 +155,16 @@ def option_args(options: dict[str, Any]) -> list[str]:
     return args
 
 
-class _Launcher:
-    """One long-lived thread starts every llama-server, so that each dies with this process and only then.
-
-    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process: a server started
-    from a short-lived thread (a worker pool, a web framework's startup hook) would be killed with that thread.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._pid = 0  # the process the thread runs in: a fork()ed child has no thread and starts its own
-        self._libc: Any = None
-
-    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        with self._lock:
-            if self._thread is None or self._pid != os.getpid():
-                if sys.platform.startswith("linux") and self._libc is None:
-                    with contextlib.suppress(OSError):
-                        self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
-                self._jobs = queue.SimpleQueue()
-                self._thread = threading.Thread(
-                    target=self._run, args=(self._jobs,), name="llcuda-launcher", daemon=True
-                )
-                self._pid = os.getpid()
-                self._thread.start()
-        job: Future[subprocess.Popen[bytes]] = Future()
-        self._jobs.put((job, args, kwargs))
-        try:
-            return job.result()
-        except BaseException:  # Ctrl-C while the launcher forks: stop whatever it started
-            if not job.cancel():
-                with contextlib.suppress(Exception):
-                    proc = job.result()
-                    proc.kill()
-                    proc.wait()
-            raise
-
-    def _run(self, jobs: queue.SimpleQueue[_Job]) -> None:
-        while True:
-            job, args, kwargs = jobs.get()
-            if not job.set_running_or_notify_cancel():
-                continue
-            try:
-                popen = subprocess.Popen(args, preexec_fn=self._die_with_parent, **kwargs)  # noqa: PLW1509
-                job.set_result(cast("subprocess.Popen[bytes]", popen))  # no text=True: the pipes carry bytes
-            except BaseException as err:  # reported to the caller
-                job.set_exception(err)
-
-    def _die_with_parent(self) -> None:  # runs in the child between fork and exec
-        if self._libc is not None:
-            self._libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-_LAUNCHER = _Launcher()
-
-
-class ServerManager:
+class ServerManager(ManagedProcess):
     """One llama-server process. Usable as a context manager."""
 
     def __init__(self, server_path: str | os.PathLike[str] | None = None, log_dir: Path | None = None) -> None:
+        super().__init__(log_dir or cache_dir() / "logs")
         self._server_path = Path(server_path) if server_path else None
-        self.log_dir = log_dir or cache_dir() / "logs"
-        self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.api_key: str | None = None
-        self.log_path: Path | None = None
         self.model_path: Path | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=200)
-        self._last_output = 0.0
-        self._drain: threading.Thread | None = None
-        self._echo = False
+        self.rpc_hosts: tuple[str, ...] = ()  # the RPC servers this llama-server uses (``--rpc``), for diagnoses
         self._listening: tuple[float, str] | None = None  # when llama-server said "listening on", and where
 
     # ------------------------------------------------------------------ discovery
@@ -236,24 +182,6 @@ class ServerManager:
         if self.port is None:
             raise EngineStateError("llama-server is not running: start_server() first")
         return f"http://{LOOPBACK}:{self.port}"
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def wait_exit(self, timeout: float) -> int | None:
-        """The exit code once the process has exited and its output is drained, or None if it still runs."""
-        if self.process is None:
-            return None
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        if self._drain is not None:
-            self._drain.join(timeout=timeout)
-        return code
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(list(self._tail)[-lines:])
 
     def check_health(self, timeout: float = 2.0) -> tuple[int, str]:
         """(HTTP status, status text) of ``/health``; (0, reason) when nothing answers."""
@@ -308,46 +236,32 @@ class ServerManager:
         if verbose:
             args.append("--verbose")
         args += option_args(options)
+        rpc = options.get("rpc")
+        self.rpc_hosts = tuple(str(rpc).split(",")) if rpc else ()
 
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.log_dir / f"llama-server-{self.port}-{int(time.time())}.log"
-        self._tail.clear()
         self._listening = None
-        self._echo = not silent
-        self._last_output = time.monotonic()
-        self.process = _LAUNCHER.popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(exe)
-        )
-        _LIVE.add(self)
-        assert self.process.stdout is not None
-        log = self.log_path.open("wb")
-        self._drain = threading.Thread(target=self._drain_output, args=(self.process.stdout, log), daemon=True)
-        self._drain.start()
+        log_name = f"llama-server-{self.port}-{int(time.time())}.log"
+        self._spawn(args, child_env(exe), log_name, echo=not silent)
         try:
             self._wait_ready(timeout, stall_timeout)
         except BaseException:  # including KeyboardInterrupt during a load: leave nothing running
             self.stop_server()
             raise
 
-    def _drain_output(self, pipe: IO[bytes], log: IO[bytes]) -> None:
-        with log, pipe:
-            for raw in iter(pipe.readline, b""):
-                log.write(raw)
-                line = raw.decode(errors="replace").rstrip("\n")
-                self._tail.append(line)
-                self._last_output = time.monotonic()
-                if self._listening is None and (m := _LISTENING.search(line)):
-                    self._listening = (self._last_output, m.group(1))
-                if self._echo:
-                    print(line, file=sys.stderr)
-            log.flush()
+    def _on_line(self, line: str) -> None:
+        if self._listening is None and (m := _LISTENING.search(line)):
+            self._listening = (self._last_output, m.group(1))
 
-    def _failure(self, message: str, *, exited: bool = False) -> ServerStartError:
-        """The error for a failed start: for an exit, the class of its diagnosis (bad model, port in use)."""
+    def _diagnosis(self, tail: str) -> tuple[str, type[ServerError]]:
+        return _diagnosis(tail, self.rpc_hosts)
+
+    def _failure(self, message: str, *, exited: bool = False) -> ServerError:
+        """The error for a failed start: for an exit, the class of its diagnosis (bad model, port in use, a lost
+        RPC host)."""
         if self._drain is not None:
             self._drain.join(timeout=2)
         tail = self.log_tail()
-        diagnosis, cls = _diagnosis(tail)
+        diagnosis, cls = self._diagnosis(tail)
         if not exited:
             cls = ServerStartError
         elif cls is ModelLoadError:
@@ -363,9 +277,9 @@ class ServerManager:
         code = self.wait_exit(timeout=1.0)
         tail = self.log_tail()
         state = f"exited with code {code}" if code is not None else "stopped answering"
-        return ServerCrashedError(
-            f"llama-server {state} during a request ({err})", log_tail=tail, diagnosis=_diagnosis(tail)[0]
-        )
+        diagnosis, cls = self._diagnosis(tail)
+        error = RPCHostLostError if cls is RPCHostLostError else ServerCrashedError
+        return error(f"llama-server {state} during a request ({err})", log_tail=tail, diagnosis=diagnosis)
 
     def _wait_ready(self, timeout: float, stall_timeout: float) -> None:
         assert self.process is not None
@@ -395,35 +309,10 @@ class ServerManager:
 
     def stop_server(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call twice."""
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._drain is not None:
-            self._drain.join(timeout=5)
-        if proc is not None and proc.stdout is not None and (self._drain is None or not self._drain.is_alive()):
-            proc.stdout.close()  # the drain closes it at EOF; this covers a process whose drain never started
-        self.process = None
-        self._drain = None
-        _LIVE.discard(self)
+        self.terminate(timeout)
 
     def __enter__(self) -> ServerManager:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop_server()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop_server(timeout=2)
-
-
-@atexit.register
-def _stop_all() -> None:
-    for manager in list(_LIVE):
-        with contextlib.suppress(Exception):
-            manager.stop_server(timeout=3)
