@@ -54,6 +54,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="the backend installed in this interpreter, which the smoke tests check (ci/cibw.sh test)",
     )
+    parser.addoption(
+        "--netns",
+        choices=("auto", "require"),
+        default="auto",
+        help="the tests marked netns (hosts as network namespaces, root only): 'auto' skips them where namespaces "
+        "cannot be made, 'require' fails them there (CI, which runs as root)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +74,19 @@ def pytest_configure(config: pytest.Config) -> None:
             )
         _RUN_WHEELS.update(names)
     _EXPECT_BACKEND[0] = config.getoption("--expect-backend")
+
+
+@pytest.fixture(scope="session")
+def netns_ok(request: pytest.FixtureRequest) -> None:
+    """Network namespaces can be made here; else skip (or fail, with --netns=require)."""
+    from llcuda_testkit import netns
+
+    why = netns.unavailable()
+    if why is None:
+        return
+    if request.config.getoption("--netns") == "require":
+        pytest.fail(f"--netns=require: {why}")
+    pytest.skip(why)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -252,8 +252,9 @@ class ServerManager(ManagedProcess):
         if self._listening is None and (m := _LISTENING.search(line)):
             self._listening = (self._last_output, m.group(1))
 
-    def _diagnosis(self, tail: str) -> tuple[str, type[ServerError]]:
-        return _diagnosis(tail, self.rpc_hosts)
+    def _diagnosis(self) -> tuple[str, type[ServerError]]:
+        """The diagnosis of everything kept of the output (a backtrace can push the cause out of the tail shown)."""
+        return _diagnosis("\n".join(self._tail), self.rpc_hosts)
 
     def _failure(self, message: str, *, exited: bool = False) -> ServerError:
         """The error for a failed start: for an exit, the class of its diagnosis (bad model, port in use, a lost
@@ -261,7 +262,7 @@ class ServerManager(ManagedProcess):
         if self._drain is not None:
             self._drain.join(timeout=2)
         tail = self.log_tail()
-        diagnosis, cls = self._diagnosis(tail)
+        diagnosis, cls = self._diagnosis()
         if not exited:
             cls = ServerStartError
         elif cls is ModelLoadError:
@@ -277,7 +278,7 @@ class ServerManager(ManagedProcess):
         code = self.wait_exit(timeout=1.0)
         tail = self.log_tail()
         state = f"exited with code {code}" if code is not None else "stopped answering"
-        diagnosis, cls = self._diagnosis(tail)
+        diagnosis, cls = self._diagnosis()
         error = RPCHostLostError if cls is RPCHostLostError else ServerCrashedError
         return error(f"llama-server {state} during a request ({err})", log_tail=tail, diagnosis=diagnosis)
 

@@ -391,3 +391,25 @@ def test_a_lost_rpc_host_is_diagnosed_with_the_endpoints() -> None:
     text = server.diagnose(tail, ("10.0.0.2:50052", "10.0.1.2:50052"))
     assert "(10.0.0.2:50052, 10.0.1.2:50052) crashed, was stopped or became unreachable" in text
     assert server.diagnose(tail) == ""  # without RPC hosts it is not about them
+
+
+def test_serve_and_run_take_the_same_split_and_rpc_flags() -> None:
+    for command in (["serve", "m.gguf"], ["run", "m.gguf", "hi"]):
+        flags = ["--rpc", "10.0.0.2:50052,10.0.1.2:50052", "--split-mode", "layer", "--tensor-split", "3,1"]
+        args = cli.build_parser().parse_args([*command, *flags, "--main-gpu", "1"])
+        assert (args.rpc, args.split_mode, args.tensor_split, args.main_gpu) == (
+            "10.0.0.2:50052,10.0.1.2:50052",
+            "layer",
+            [3.0, 1.0],
+            1,
+        )
+
+
+def test_cli_split_mode_row_is_one_line_with_the_reason(
+    fake_server: tuple[ServerManager, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, argv_file, model = fake_server
+    assert cli.main(["run", str(model), "hi", "--split-mode", "row"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llcuda: error: split_mode='row' was removed from llama.cpp's CUDA backend")
+    assert "Traceback" not in err and not argv_file.exists()
