@@ -327,6 +327,7 @@ BENCHMARKS = {  # part -> script; `nox -s bench` runs them in this order (all bu
     "runtime": "benchmarks/runtime_overhead.py",
     "load": "benchmarks/load.py",
     "throughput": "benchmarks/throughput.py",
+    "rpc": "benchmarks/rpc_split.py",  # root: its two hosts are network namespaces
     "size": "benchmarks/sizes.py",
     "cuda_size": "benchmarks/cuda_size_options.py",  # reads build/<target>: after `nox -s wheels`
     "build": "benchmarks/build_times.py",  # hours on 2 cores: run it in the background
@@ -340,7 +341,8 @@ def bench(session: nox.Session) -> None:
     No argument runs every part but `build`, which takes hours on 2 cores: name it to run it. The GPU part runs on
     a GPU machine (benchmarks/gpu/). benchmarks/results/summary.md gathers the latest results.
     """
-    parts = session.posargs or [p for p in BENCHMARKS if p != "build"]
+    # build takes hours; rpc needs root (network namespaces): both run only when named.
+    parts = session.posargs or [p for p in BENCHMARKS if p != "build" and (p != "rpc" or os.geteuid() == 0)]
     unknown = [p for p in parts if p not in BENCHMARKS]
     if unknown:
         session.error(f"unknown benchmark {', '.join(unknown)}; the parts are: {', '.join(BENCHMARKS)}")

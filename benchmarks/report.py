@@ -2,9 +2,9 @@
 
     python benchmarks/report.py
 
-Each section is the table its benchmark wrote (build_times, sizes, runtime_overhead, load, throughput_cpu) plus
-the GPU run (gpu_h200.json, from benchmarks/gpu/device_bench.sh on a lent GPU machine), with its date and
-machine. A result that has not been measured is named as such.
+Each section is the table its benchmark wrote (build_times, sizes, runtime_overhead, load, throughput_cpu,
+rpc_split) plus the GPU run (gpu_h200.json, from benchmarks/gpu/device_bench.sh on a lent GPU machine), with its
+date and machine. A result that has not been measured is named as such.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ SECTIONS = [
     ("Runtime overhead", "runtime_overhead", "python benchmarks/runtime_overhead.py"),
     ("Load", "load", "python benchmarks/load.py"),
     ("Throughput on the CPU", "throughput_cpu", "python benchmarks/throughput.py"),
+    ("Split over two RPC hosts (network namespaces)", "rpc_split", "sudo python benchmarks/rpc_split.py"),
 ]
 
 

@@ -45,7 +45,10 @@ def model(backend: llcuda.Backend, cache: Path) -> tuple[Path, dict[str, Any]]:
     return q4, info
 
 
-def bench(backend: llcuda.Backend, path: Path, reps: int, threads: int) -> list[dict[str, Any]]:
+def bench(
+    backend: llcuda.Backend, path: Path, reps: int, threads: int, extra: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """llama-bench's pp512 and tg128 rows (``extra``: more llama-bench arguments, e.g. ``--rpc``)."""
     cmd = [
         str(backend.bin_dir / "llama-bench"),
         "-m",
@@ -60,6 +63,7 @@ def bench(backend: llcuda.Backend, path: Path, reps: int, threads: int) -> list[
         str(threads),
         "-o",
         "json",
+        *(extra or []),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     rows: list[dict[str, Any]] = json.loads(out.stdout)

@@ -155,12 +155,16 @@ class RemoteRPC:
         return None
 
 
-def start_rpc_server(host: Host, log: Path, *, port: int = 50052, debug: bool = True, timeout: float = 60) -> RemoteRPC:
+def start_rpc_server(
+    host: Host, log: Path, *, port: int = 50052, debug: bool = True, threads: int | None = None, timeout: float = 60
+) -> RemoteRPC:
     """Start ``llcuda rpc-server`` bound to the host's address (with the opt-in) and wait until it serves."""
     env = dict(os.environ)
     if debug:
         env["GGML_RPC_DEBUG"] = "1"  # the server then logs every tensor it receives
     args = [sys.executable, "-m", "llcuda", "rpc-server", "--host", host.ip, "--port", str(port)]
+    if threads:
+        args += ["--threads", str(threads)]
     cli = host.run([*args, "--allow-remote", "--verbose"], log, env)
     remote = RemoteRPC(host, port, cli, log)
     deadline = time.monotonic() + timeout

@@ -1,0 +1,95 @@
+"""A model split over two RPC hosts against the same model on one machine, with the wheel's own ``llama-bench``.
+
+    sudo python benchmarks/rpc_split.py [--backend cpu] [--reps 3] [--out benchmarks/results]
+
+The model is throughput.py's gemma-3-1b-shaped Q4_K_M. Locally, ``llama-bench`` runs it on this machine's CPU with
+every thread. Split, the two hosts are network namespaces (``llcuda_testkit.netns``: veth pairs, root only), each
+running ``llcuda rpc-server`` with half the threads, and ``llama-bench --rpc a,b -ngl 99`` offloads every layer to
+them: the same cores do the same arithmetic, so the ratio is what the RPC transport costs. Results: rpc_split.json
+and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from throughput import bench, model
+
+import llcuda
+from llcuda_testkit import netns
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def speeds(rows: list[dict[str, Any]]) -> dict[str, float]:
+    return {(f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"): round(r["avg_ts"], 2) for r in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="cpu")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--models", type=Path, default=ROOT / "build" / "bench-models")
+    args = parser.parse_args()
+    why = netns.unavailable()
+    if why:
+        raise SystemExit(f"rpc_split needs network namespaces: {why}")
+    backend = next((b for b in llcuda.backends() if b.target == args.backend), None)
+    if backend is None:
+        raise SystemExit(f"llcuda-{args.backend} is not installed")
+    path, _ = model(backend, args.models)
+    local = speeds(bench(backend, path, args.reps, args.threads))
+    per_host = max(1, args.threads // 2)
+    # A layer split runs the hosts one after the other, each with its share of the layers: the same model locally
+    # with one host's threads separates what the pipeline costs from what the transport costs.
+    local_one_host = speeds(bench(backend, path, args.reps, per_host))
+    with tempfile.TemporaryDirectory(prefix="rpc-bench-") as tmp, netns.hosts(2, "x") as hosts:
+        remotes = [
+            netns.start_rpc_server(h, Path(tmp) / f"{i}.log", debug=False, threads=per_host)
+            for i, h in enumerate(hosts)
+        ]
+        rpc = ",".join(r.endpoint for r in remotes)
+        split = speeds(bench(backend, path, args.reps, args.threads, ["--rpc", rpc, "-ngl", "99"]))
+        received = [r.text().count("Accepted client connection") for r in remotes]
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "backend": args.backend,
+        "model": path.name,
+        "local_threads": args.threads,
+        "host_threads": per_host,
+        "local": local,
+        "local_with_host_threads": local_one_host,
+        "split_over_two_hosts": split,
+        "host_connections": received,
+        "ratio_split_to_local": {k: round(split[k] / local[k], 3) for k in local},
+        "ratio_split_to_local_with_host_threads": {k: round(split[k] / local_one_host[k], 3) for k in local},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rpc_split.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = (
+        f"| llcuda-{args.backend}, {result['machine']} ({result['date']}), tokens/s | local, {args.threads} threads | "
+        f"local, {per_host} thread(s) | 2 RPC hosts (netns, veth), {per_host} thread(s) each | split / local | "
+        f"split / local with {per_host} thread(s) |\n"
+        "| --- | --- | --- | --- | --- | --- |\n"
+    )
+    for k in local:
+        table += (
+            f"| {k}, gemma-3-1b-shaped Q4_K_M | {local[k]:.1f} | {local_one_host[k]:.1f} | {split[k]:.1f} | "
+            f"{split[k] / local[k]:.2f} | {split[k] / local_one_host[k]:.2f} |\n"
+        )
+    (args.out / "rpc_split.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
