@@ -97,6 +97,29 @@ def test_llama_server_serves_the_tiny_model(installed: Installed, tiny_gguf: Pat
         assert "listening on http://127.0.0.1:" in server.log_text()
 
 
+def test_each_backend_serves_rpc_with_the_protocol_it_records(installed: Installed, tiny_gguf: Path) -> None:
+    """``llcuda rpc-server`` of this backend (with no GPU here, a CUDA build serves the CPU), and a model of the
+    same venv's engine split onto it, answering as it does without RPC."""
+    code = f"""
+import json, llcuda
+from llcuda.server import free_port
+with llcuda.RPCServer(port=free_port()) as rpc:
+    with llcuda.InferenceEngine() as e:
+        e.load_model({str(tiny_gguf)!r}, ctx_size=256, silent=True, threads=1, rpc=[rpc.endpoint])
+        split = e.infer("Hello", max_tokens=8, temperature=0, top_k=1).text
+        host = e.rpc_hosts[0]
+    devices = [d.name for d in rpc.devices]
+with llcuda.InferenceEngine() as e:
+    e.load_model({str(tiny_gguf)!r}, ctx_size=256, silent=True, threads=1)
+    local = e.infer("Hello", max_tokens=8, temperature=0, top_k=1).text
+print(json.dumps([str(rpc.version), str(host.version), devices, split == local]))
+"""
+    version, probed, devices, same = json.loads(installed.run_python(code).splitlines()[-1])
+    info = json.loads((installed.site_packages / installed.target.package / "build_info.json").read_text())
+    assert version == probed == info["rpc"]["protocol"] == "7.0.0"
+    assert devices == ["CPU"] and same is True
+
+
 def test_cpu_code_is_picked_at_run_time_and_no_gpu_means_cpu(
     installed: Installed, tiny_gguf: Path, tmp_path: Path
 ) -> None:
