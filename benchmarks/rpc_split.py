@@ -11,7 +11,6 @@ and .md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -20,32 +19,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from throughput import bench, model
+from throughput import arguments, bench, by_test, model
 
-import llcuda
 from llcuda_testkit import netns
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def speeds(rows: list[dict[str, Any]]) -> dict[str, float]:
-    return {(f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"): round(r["avg_ts"], 2) for r in rows}
+    return {test: round(row["avg_ts"], 2) for test, row in by_test(rows).items()}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", default="cpu")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--models", type=Path, default=ROOT / "build" / "bench-models")
-    args = parser.parse_args()
+    args = arguments(__doc__)
     why = netns.unavailable()
     if why:
         raise SystemExit(f"rpc_split needs network namespaces: {why}")
-    backend = next((b for b in llcuda.backends() if b.target == args.backend), None)
-    if backend is None:
-        raise SystemExit(f"llcuda-{args.backend} is not installed")
+    backend = args.backend_
     path, _ = model(backend, args.models)
     local = speeds(bench(backend, path, args.reps, args.threads))
     per_host = max(1, args.threads // 2)

@@ -70,20 +70,32 @@ def bench(
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def by_test(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """llama-bench's rows by test name: ``pp512``, ``tg128``."""
+    return {(f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"): r for r in rows}
+
+
+def arguments(doc: str | None) -> argparse.Namespace:
+    """The options of the llama-bench benchmarks, with the installed backend they name as ``args.backend_``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--models", type=Path, default=ROOT / "build" / "bench-models")
     args = parser.parse_args()
-    backend = next((b for b in llcuda.backends() if b.target == args.backend), None)
-    if backend is None:
+    args.backend_ = next((b for b in llcuda.backends() if b.target == args.backend), None)
+    if args.backend_ is None:
         raise SystemExit(f"llcuda-{args.backend} is not installed")
+    return args
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    backend = args.backend_
     path, info = model(backend, args.models)
     rows = bench(backend, path, args.reps, args.threads)
-    speeds = {(f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"): r for r in rows}
+    speeds = by_test(rows)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

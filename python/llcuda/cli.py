@@ -15,6 +15,7 @@ from typing import Any
 from . import __version__
 from .errors import LLCudaError
 from .installed import backends
+from .process import ManagedProcess
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -124,22 +125,28 @@ def _rpc_server(args: argparse.Namespace) -> int:
         cache=args.cache,
         verbose=args.verbose,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         server.start()
         print(server.describe(), flush=True)
         print(f'use it: load_model(..., rpc=["HOST:{args.port}"]) or llcuda serve MODEL --rpc HOST:{args.port}')
         print(f"log: {server.log_path}; Ctrl-C stops it", flush=True)
-        while not stop.wait(0.5):
-            if not server.is_running():
-                raise LLCudaError(f"ggml-rpc-server stopped:\n{server.log_tail(10)}")
-    except KeyboardInterrupt:
-        pass
+        _run_until_stopped(server, "ggml-rpc-server")
     finally:
         server.stop()
     print("stopped", flush=True)
     return 0
+
+
+def _run_until_stopped(child: ManagedProcess, name: str) -> None:
+    """Wait for Ctrl-C or SIGTERM; a child that dies meanwhile is an error with its last lines."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            if not child.is_running():
+                raise LLCudaError(f"{name} stopped:\n{child.log_tail(10)}")
+    except KeyboardInterrupt:
+        pass
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -153,8 +160,6 @@ def _serve(args: argparse.Namespace) -> int:
     elif args.pooling:
         raise LLCudaError("--pooling applies to embeddings: pass --embeddings too")
     engine = _engine(args, **options)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     what = "embeddings of " if args.embeddings else ""
     print(f"serving {what}{engine.model_path} at {engine.base_url}", flush=True)
     print(f"api key: {engine.api_key}", flush=True)
@@ -163,11 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        while not stop.wait(0.5):
-            if not engine.server.is_running():
-                raise LLCudaError(f"llama-server stopped:\n{engine.server.log_tail(10)}")
-    except KeyboardInterrupt:
-        pass
+        _run_until_stopped(engine.server, "llama-server")
     finally:
         engine.unload_model()
     print("stopped", flush=True)
