@@ -1,6 +1,10 @@
 """Hosts as Linux network namespaces, for the RPC tests and benchmark: each host is a namespace joined to the root
 namespace by a veth pair on a /24 of its own, in a 10.x.0.0/16 that no address or route of this machine uses. Needs
-root and iproute2. Everything made is removed on exit, failures included; every wait is bounded."""
+root, iproute2 and nsenter. Everything made is removed on exit, failures included; every wait is bounded.
+
+Commands run in a namespace through ``nsenter --net``, which enters the network namespace only. ``ip netns exec``
+and ``ip -n`` also make a mount namespace (``mount --make-rslave /``), which fails in a chroot, where / is not a
+mount point: a fresh root made by ci/fresh-root.sh is such a chroot."""
 
 from __future__ import annotations
 
@@ -24,20 +28,32 @@ def unavailable() -> str | None:
     """Why namespaces cannot be made here (None when they can)."""
     if os.geteuid() != 0:
         return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "network namespaces need iproute2 (`ip`)"
+    for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"network namespaces need `{tool}` ({package})"
     probe = f"llcuda-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
     if made.returncode != 0:
         return f"`ip netns add` fails here: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    try:
+        inside = subprocess.run([*enter(probe), "ip", "link"], capture_output=True, text=True, check=False)
+        if inside.returncode != 0:
+            return f"cannot enter a network namespace here: {inside.stderr.strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
     return None
 
 
-def _ip(*args: str) -> str:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False, timeout=30)
+def enter(ns: str) -> list[str]:
+    """The command prefix that runs a command in the network namespace ``ns`` (and nothing else of it)."""
+    return ["nsenter", f"--net=/run/netns/{ns}"]
+
+
+def _ip(*args: str, ns: str | None = None) -> str:
+    cmd = [*(enter(ns) if ns else []), "ip", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
     if proc.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
     return proc.stdout
 
 
@@ -67,9 +83,7 @@ class Host:
         self, args: list[str], log: Path, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:  # started in the namespace, output to ``log``
         with log.open("wb") as out:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, *args], stdout=out, stderr=subprocess.STDOUT, env=env
-            )
+            proc = subprocess.Popen([*enter(self.ns), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
         self.procs.append(proc)
         return proc
 
@@ -100,9 +114,9 @@ def hosts(count: int, tag: str = "t") -> Iterator[list[Host]]:
             _ip("link", "add", host.link, "type", "veth", "peer", "name", peer, "netns", host.ns)
             _ip("addr", "add", f"{host.gateway}/24", "dev", host.link)
             _ip("link", "set", host.link, "up")
-            _ip("-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", peer)
-            _ip("-n", host.ns, "link", "set", peer, "up")
-            _ip("-n", host.ns, "link", "set", "lo", "up")
+            _ip("addr", "add", f"{host.ip}/24", "dev", peer, ns=host.ns)
+            _ip("link", "set", peer, "up", ns=host.ns)
+            _ip("link", "set", "lo", "up", ns=host.ns)
         yield made
     finally:
         for host in made:

@@ -146,7 +146,7 @@ def test_unreachable_endpoints_fail_fast_with_the_endpoint_named(netns_ok: None,
 def test_a_non_loopback_bind_without_the_opt_in_is_refused(netns_ok: None, tmp_path: Path) -> None:
     with netns.hosts(1, "b") as (host,):
         proc = subprocess.run(
-            ["ip", "netns", "exec", host.ns, sys.executable, "-m", "llcuda", "rpc-server", "--host", host.ip],
+            [*netns.enter(host.ns), sys.executable, "-m", "llcuda", "rpc-server", "--host", host.ip],
             capture_output=True,
             text=True,
             timeout=60,
