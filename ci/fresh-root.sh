@@ -9,7 +9,7 @@
 #
 # The log of each command is ROOT_DIR.<n>.log; the summary (wall times, the tests' summary line) is printed at
 # the end and kept in ROOT_DIR.summary. The root is left in place for inspection; remove it with
-#   umount -R ROOT_DIR/proc ROOT_DIR/dev 2>/dev/null; rm -rf ROOT_DIR
+#   umount -R ROOT_DIR/proc ROOT_DIR/dev ROOT_DIR/run/netns 2>/dev/null; rm -rf ROOT_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 root=${1:-/var/tmp/llcuda-fresh-root}
@@ -32,7 +32,9 @@ for var in PIP_CERT SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE CURL_CA_BUNDLE
 done
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
-trap 'umount -R "$root/dev" 2>/dev/null || true; umount "$root/proc" 2>/dev/null || true' EXIT
+# run/netns: `ip netns add` (the RPC tests) bind-mounts that folder onto itself and leaves it mounted.
+trap 'umount -R "$root/dev" 2>/dev/null || true; umount "$root/proc" 2>/dev/null || true
+      umount "$root/run/netns" 2>/dev/null || true' EXIT
 git clone -q "$here" "$root/root/llcuda"
 log "root ready in $(($(date +%s) - t0)) s: $(du -shx "$root" 2>/dev/null | cut -f1)"
 
