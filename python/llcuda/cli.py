@@ -116,15 +116,18 @@ def _proportions(text: str) -> list[float]:
 def _rpc_server(args: argparse.Namespace) -> int:
     from .rpc import RPCServer
 
-    server = RPCServer(
-        args.host,
-        args.port,
-        allow_remote=args.allow_remote,
-        devices=args.device.split(",") if args.device else None,
-        threads=args.threads,
-        cache=args.cache,
-        verbose=args.verbose,
-    )
+    try:
+        server = RPCServer(
+            args.host,
+            args.port,
+            allow_remote=args.allow_remote,
+            devices=args.device.split(",") if args.device else None,
+            threads=args.threads,
+            cache=args.cache,
+            verbose=args.verbose,
+        )
+    except ValueError as err:  # a bad --port: one line, no traceback
+        raise LLCudaError(str(err)) from None
     try:
         server.start()
         print(server.describe(), flush=True)

@@ -274,8 +274,11 @@ class RPCServer(ManagedProcess):
             if self.process is None or self.process.poll() is not None:
                 code = self.wait_exit(2)
                 tail = self.log_tail()
+                said = [ln.strip() for ln in tail.splitlines() if re.search(r"error|fail|no devices", ln, re.I)]
                 raise ServerStartError(
-                    f"{TOOL} exited with code {code} while starting (log: {self.log_path})", log_tail=tail
+                    f"{TOOL} exited with code {code} while starting (log: {self.log_path})",
+                    log_tail=tail,
+                    diagnosis="; ".join(said) or (tail.strip().splitlines() or [""])[-1],
                 )
             try:
                 probe(here, timeout=1.0)  # the handshake also makes it flush its start-up banner

@@ -321,6 +321,12 @@ def test_cli_refuses_a_remote_bind_in_one_line(capsys: pytest.CaptureFixture[str
     assert "Traceback" not in err
 
 
+def test_cli_refuses_a_bad_port_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["rpc-server", "--port", "99999"]) == 1
+    err = capsys.readouterr().err
+    assert err == "llcuda: error: invalid port 99999: expected 1-65535\n"
+
+
 def test_no_rpc_server_beside_llama_server_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ServerNotFoundError, match="no ggml-rpc-server beside"):
         rpc.find_rpc_server(tmp_path / "llama-server")

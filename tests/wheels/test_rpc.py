@@ -170,6 +170,19 @@ def test_rpc_server_on_loopback_reports_its_devices_and_stops(tmp_path: Path) ->
     assert wait_gone(pid, 5) < 5
 
 
+def test_an_rpc_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "llcuda", "rpc-server", "--device", "CUDA9", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "llcuda: error: ggml-rpc-server exited with code 1 while starting" in proc.stderr
+    assert "error: unknown device: CUDA9" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_cli_run_over_rpc_prints_the_local_answer(tmp_path: Path, model: Path) -> None:
     with RPCServer(port=free_port(), log_dir=tmp_path) as server:
         cmd = [sys.executable, "-m", "llcuda", "run", str(model), "Hello", "--max-tokens", "24", "--temperature", "0"]
