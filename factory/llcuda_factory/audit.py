@@ -147,7 +147,8 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
         if ver.returncode != 0:
             problems.append(f"installed llama-server --version exited {ver.returncode}: {ver.stderr.strip()[-400:]}")
         if (bin_dir / "ggml-rpc-server").is_file():
-            problems += _rpc_server_answers(bin_dir, Path(site) / target.package / "build_info.json", env, report)
+            info_file = Path(site) / target.package / "build_info.json"
+            problems += _rpc_server_answers(bin_dir, info_file, Path(tmp) / "rpc-server.log", env, report)
         cuda_lib = bin_dir / "libggml-cuda.so"
         if target.is_cuda and cuda_lib.exists():
             ldd = subprocess.run(["ldd", str(cuda_lib)], check=False, capture_output=True, text=True, env=env).stdout
@@ -165,7 +166,9 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
     return problems
 
 
-def _rpc_server_answers(bin_dir: Path, info_file: Path, env: dict[str, str], report: dict[str, Any]) -> list[str]:
+def _rpc_server_answers(
+    bin_dir: Path, info_file: Path, log: Path, env: dict[str, str], report: dict[str, Any]
+) -> list[str]:
     """Start the installed ggml-rpc-server on a free loopback port; it must answer the protocol handshake (as the
     runtime asks it, ``python/llcuda/rpcwire.py``) with the version build_info.json records."""
     wire = project.runtime_module("rpcwire")
@@ -173,7 +176,6 @@ def _rpc_server_answers(bin_dir: Path, info_file: Path, env: dict[str, str], rep
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = info_file.parent / "rpc-server-audit.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(bin_dir / "ggml-rpc-server"), "--host", "127.0.0.1", "--port", str(port)],

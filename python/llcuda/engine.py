@@ -23,7 +23,7 @@ from .errors import EngineStateError, ModelTooLargeError, RequestError, ServerCr
 from .gpu import detect_gpus
 from .models import resolve_model
 from .placement import memory_shortfall, ram_available_mb, split_options
-from .rpc import RemoteHost, check_endpoints, parse_endpoints, protocol_of
+from .rpc import RemoteHost, parse_endpoints, probe, protocol_of
 from .server import ServerManager
 
 _FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
@@ -201,7 +201,8 @@ class InferenceEngine:
         remotes: list[RemoteHost] = []
         if rpc is not None:
             endpoints = parse_endpoints(rpc)
-            remotes = check_endpoints(endpoints, protocol_of(self.server.find_llama_server()))
+            expected = protocol_of(self.server.find_llama_server())
+            remotes = [probe(ep, expected) for ep in endpoints]  # the first failure raises, naming its endpoint
             options["rpc"] = ",".join(map(str, endpoints))
         shortfall = memory_shortfall(path.stat().st_size, gpus, remotes, ram_available_mb())
         if shortfall:

@@ -25,7 +25,8 @@ _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
 class _Launcher:
-    """One long-lived thread starts every llama-server, so that each dies with this process and only then.
+    """One long-lived thread starts every child (llama-server, ggml-rpc-server), so that each dies with this
+    process and only then.
 
     ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process: a server started
     from a short-lived thread (a worker pool, a web framework's startup hook) would be killed with that thread.
@@ -82,7 +83,8 @@ _LAUNCHER = _Launcher()
 
 
 class ManagedProcess:
-    """One child process with drained output. Usable as a context manager; :meth:`terminate` is safe to call twice."""
+    """One child process with drained output; :meth:`terminate` is safe to call twice. Subclasses add starting
+    it and the context manager."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir

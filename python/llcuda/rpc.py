@@ -323,8 +323,3 @@ class RPCServer(ManagedProcess):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def check_endpoints(endpoints: Sequence[Endpoint], expected: Version | None) -> list[RemoteHost]:
-    """Probe every endpoint (each within :data:`PROBE_TIMEOUT_S`); the first failure raises, naming it."""
-    return [probe(ep, expected) for ep in endpoints]
