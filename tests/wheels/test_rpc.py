@@ -98,8 +98,8 @@ def test_a_host_killed_mid_stream_is_a_specific_error_and_leaves_nothing_running
     engine.unload_model()
     assert b.cli.wait(timeout=10) == 1  # llcuda rpc-server saw its server die and said so
     assert "ggml-rpc-server stopped" in b.text()
+    a_server = a.server_pid()  # read before Ctrl-C: the CLI may stop it at once
     a.cli.send_signal(signal.SIGINT)  # Ctrl-C: the other host stops cleanly, with its server
-    a_server = a.server_pid()
     assert a.cli.wait(timeout=15) == 0 and "stopped" in a.text()
     assert a_server is not None and wait_gone(a_server, 5) < 5
 
