@@ -9,8 +9,10 @@
 # 1. Debian's own packages: compilers, cmake, ninja (without it the build falls back to a serial make), ccache,
 #    patchelf, python3-venv, git, and the few tools the tests call
 #    (pgrep, ip). Nothing that is already installed is touched.
-# 2. The CUDA toolkit(s) the rows of targets.toml name: ci/install-cuda-toolkit.sh.
-# 3. .venv/ with nox (created once; kept if it is there).
+# 2. The old-glibc toolchain every wheel is built with (manylinux_2_28): ci/install-sysroot.sh.
+# 3. The CUDA toolkit(s) the rows of targets.toml name: ci/install-cuda-toolkit.sh.
+# 4. .venv/ with nox (created once; kept if it is there).
+# The pinned .deb files of 2 and 3 stay in ~/.cache/llcuda/debs ($LLCUDA_DEB_CACHE), which CI caches.
 # Idempotent: run twice, the second run changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,8 @@ log() { printf '[install-build-deps] %s\n' "$*" >&2; }
 
 if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    pkgs=(build-essential cmake ninja-build ccache patchelf python3 python3-venv git ca-certificates procps iproute2)
+    pkgs=(build-essential g++-12 cmake ninja-build ccache patchelf python3 python3-venv git ca-certificates procps
+        iproute2 binutils xz-utils)
     missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,6 +41,7 @@ else
     log "neither apt-get nor dnf: install a C/C++ compiler, cmake, ccache, patchelf, python3 with venv, git by hand"
 fi
 
+bash ci/install-sysroot.sh
 bash ci/install-cuda-toolkit.sh
 
 if [ ! -x .venv/bin/nox ]; then

@@ -28,6 +28,9 @@ endif()
 if(LLCUDA_CUDA_VERSION_OVERRIDE)
   list(APPEND _llcuda_args --cuda-version "${LLCUDA_CUDA_VERSION_OVERRIDE}")
 endif()
+if(LLCUDA_SYSROOT_DIR)  # nvcc compiles host code with the sysroot's g++ too (cmake/LLCUDAToolchain.cmake)
+  list(APPEND _llcuda_args --host-cxx "${CMAKE_CXX_COMPILER}")
+endif()
 execute_process(
   COMMAND "${CMAKE_COMMAND}" -E env "PYTHONPATH=${PROJECT_SOURCE_DIR}/factory:$ENV{PYTHONPATH}"
           "${Python_EXECUTABLE}" -m llcuda_factory ${_llcuda_args}

@@ -44,6 +44,16 @@ install(TARGETS ${LLCUDA_LIBRARIES}
         PRIVATE_HEADER DESTINATION include COMPONENT llcuda-dev)
 install(FILES "${LLCUDA_LLAMA_CPP_DIR}/LICENSE" DESTINATION "${LLCUDA_PACKAGE}" RENAME LICENSE.llama.cpp
         COMPONENT llcuda)
+# gcc-10's libstdc++, carried by one library that every ELF of the wheel links (cmake/LLCUDAToolchain.cmake); in
+# the build tree too, for anything run from there.
+if(LLCUDA_CXX_RUNTIME)
+  install(FILES "${LLCUDA_CXX_RUNTIME}" DESTINATION "${LLCUDA_BIN_DESTINATION}" COMPONENT llcuda)
+  file(COPY "${LLCUDA_CXX_RUNTIME}" DESTINATION "${CMAKE_BINARY_DIR}/bin")
+  get_filename_component(_name "${LLCUDA_CXX_RUNTIME}" NAME)
+  set(_toolchain "g++ ${CMAKE_CXX_COMPILER_VERSION}, Debian 11 sysroot (glibc 2.31, libstdc++ 10 in ${_name})")
+else()
+  set(_toolchain "native ${CMAKE_CXX_COMPILER_ID} ${CMAKE_CXX_COMPILER_VERSION}")
+endif()
 
 # build_info.json: what was built, from which source, with which toolchain and options.
 set(_opts "")

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import toolkit
+from . import toolchain, toolkit
 from .errors import FactoryError
 from .targets import Target
 
@@ -25,7 +25,8 @@ def repair(raw_wheel: Path, target: Target, out_dir: Path) -> Path:
     """Repair ``raw_wheel`` into ``out_dir`` and return the manylinux wheel written there."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="repair-", dir=out_dir) as tmp:
-        cmd = [sys.executable, "-m", "auditwheel", "repair", "-w", tmp]
+        # The tag is asked for, not found: auditwheel refuses a wheel whose symbol versions exceed it.
+        cmd = [sys.executable, "-m", "auditwheel", "repair", "--plat", toolchain.get().platform, "-w", tmp]
         for pattern in excludes(target):
             cmd += ["--exclude", pattern]
         cmd.append(str(raw_wheel))

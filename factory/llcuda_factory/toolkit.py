@@ -297,14 +297,21 @@ def _gcc_major(cxx: str) -> int | None:
         return None
 
 
-def host_compiler(tk: Toolkit, cxx: str | None = None) -> str:
-    """A g++ that this nvcc accepts: the default one if new enough is not too new, else g++-N."""
+def host_compiler(tk: Toolkit, cxx: str | None = None, *, exact: bool = False) -> str:
+    """A g++ that this nvcc accepts: the default one if new enough is not too new, else g++-N. With ``exact``,
+    ``cxx`` itself (the old-glibc toolchain's wrapper: another g++ would link the build machine's glibc)."""
     limit = max_gcc(tk.version)
     default = cxx or os.environ.get("CUDAHOSTCXX") or os.environ.get("CXX") or "g++"
     found = shutil.which(default)
     major = _gcc_major(found) if found else None
     if found and major is not None and major <= limit:
         return found
+    if exact:
+        raise FactoryError(
+            f"CUDA {tk.version_str} needs g++ <= {limit} as its host compiler, and the build's C++ compiler {default} "
+            f"is {major if major is not None else 'missing'}: build the toolchain with an older g++ "
+            "(LLCUDA_SYSROOT_CXX=g++-N bash ci/install-sysroot.sh)"
+        )
     for n in range(limit, limit - 5, -1):
         # Debian's g++-N, then RHEL's gcc-toolset-N (what ci/install-cuda-toolkit.sh installs in manylinux)
         toolset = Path(f"/opt/rh/gcc-toolset-{n}/root/usr/bin/g++")
