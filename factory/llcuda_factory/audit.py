@@ -14,6 +14,10 @@ Checks, each of which fails the wheel:
 - it does not install with ``pip install --no-index --find-links`` into a fresh venv;
 - a tool of ``configure.TOOLS`` is missing, the installed ``llama-server --version`` fails, or (CUDA) it
   resolves cuBLAS outside that venv;
+- the wheel's tag is not ``[toolchain] platform`` of targets.toml, an ELF needs a GLIBC/GLIBCXX/CXXABI/GCC symbol
+  version that tag does not allow, or has an undefined glibc symbol with no version (``symbols.py``);
+- an ELF links no ``libllcuda-stdcxx.so`` but another libstdc++ (the wheel carries one libstdc++ for all), or
+  ``build_info.json`` does not record the tag and its glibc floor;
 - the RPC backend (``libggml-rpc.so``) is missing, ``build_info.json`` records no RPC protocol version, or the
   installed ``ggml-rpc-server`` does not start and answer the protocol handshake with that version.
 """
@@ -35,7 +39,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT, fatbin, project, source, toolkit, wheelfile
+from . import REPO_ROOT, fatbin, project, source, symbols, toolchain, toolkit, wheelfile
 from .configure import TOOLS
 from .errors import FactoryError
 from .targets import Target
@@ -234,6 +238,7 @@ def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, 
             report["unpacked_bytes"] = sum(i.file_size for i in zf.infolist())
         problems = [
             *_check_files(root, report),
+            *_check_platform(root, target, report),
             *_check_cuda(root, target, report),
             *_check_rpc(root, target, report),
             *_check_size(target, report),
@@ -275,6 +280,28 @@ def _check_files(root: Path, report: dict[str, Any]) -> list[str]:
         for p in by_hash.values()
         if len(p) > 1 and len({Path(x).name for x in p}) > 1
     ]
+    return problems
+
+
+def _check_platform(root: Path, target: Target, report: dict[str, Any]) -> list[str]:
+    """The tag the table asks for, earned by every ELF's symbol versions; one libstdc++, the wheel's own."""
+    tc = toolchain.get()
+    problems: list[str] = []
+    if report["tag"] != tc.platform:
+        problems.append(f"the wheel is tagged {report['tag']}, targets.toml asks for {tc.platform}")
+    elfs = {rel: root / rel for rel in report["elf_runpaths"]}
+    found, report["symbols"] = symbols.check(elfs, tc.platform)
+    problems += found
+    carried = any(Path(rel).name == toolchain.CXX_RUNTIME for rel in elfs)
+    for rel, path in elfs.items():
+        libs = needed(path)
+        if "libstdc++.so.6" in libs and carried:
+            problems.append(f"{rel} links the system's libstdc++.so.6 beside the wheel's {toolchain.CXX_RUNTIME}")
+    info_file = root / target.package / "build_info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    recorded = info.get("platform", {})
+    if recorded.get("tag") != tc.platform or recorded.get("glibc") != tc.glibc_str:
+        problems.append(f"build_info.json records the platform {recorded}, not {tc.platform} (glibc {tc.glibc_str})")
     return problems
 
 

@@ -474,7 +474,7 @@ def test_metadata_of_a_cuda_wheel_names_the_toolkits_runtime_wheels(no_system_to
 
 
 def make_wheel(tmp_path: Path, target: Target, files: dict[str, bytes], name: str | None = None) -> Path:
-    wheel = tmp_path / (name or f"{target.package}-0.1.0-py3-none-manylinux_2_17_x86_64.whl")
+    wheel = tmp_path / (name or f"{target.package}-0.1.0-py3-none-manylinux_2_28_x86_64.whl")
     with zipfile.ZipFile(wheel, "w") as zf:
         for arc, data in files.items():
             zf.writestr(arc, data)
@@ -505,7 +505,9 @@ def clean_cpu_files(an_elf: bytes, tmp_path: Path) -> dict[str, bytes]:
     return {
         "llcuda_cpu/bin/libx.so": an_elf,
         "llcuda_cpu/bin/libggml-rpc.so": patched(an_elf, tmp_path, "$ORIGIN/rpc"),  # other bytes than libx.so
-        "llcuda_cpu/build_info.json": json.dumps({"rpc": {"protocol": "7.0.0"}}).encode(),
+        "llcuda_cpu/build_info.json": json.dumps(
+            {"rpc": {"protocol": "7.0.0"}, "platform": {"tag": "manylinux_2_28_x86_64", "glibc": "2.28"}}
+        ).encode(),
     }
 
 
@@ -529,6 +531,10 @@ def test_audit_passes_a_clean_payload(tmp_path: Path, an_elf: bytes) -> None:
         ("build-path", "embeds the build-machine path"),
         ("no-rpc-backend", r"bin/libggml-rpc.so \(the RPC backend, GGML_RPC=ON\) is missing"),
         ("no-rpc-version", r"build_info.json records no RPC protocol version \(rpc.protocol = ''\)"),
+        ("tag", r"the wheel is tagged manylinux_2_35_x86_64, targets.toml asks for manylinux_2_28_x86_64"),
+        ("no-platform", r"build_info.json records the platform \{\}, not manylinux_2_28_x86_64 \(glibc 2.28\)"),
+        ("glibc-2.29", r"llcuda_cpu/bin/libm.so needs GLIBC_2.29, which manylinux_2_28_x86_64 does not allow"),
+        ("system-libstdc++", r"links the system's libstdc\+\+.so.6 beside the wheel's libllcuda-stdcxx.so"),
     ],
 )
 def test_audit_fails_each_defect(tmp_path: Path, an_elf: bytes, case: str, expected: str) -> None:
@@ -548,8 +554,25 @@ def test_audit_fails_each_defect(tmp_path: Path, an_elf: bytes, case: str, expec
         del files["llcuda_cpu/bin/libggml-rpc.so"]
     elif case == "no-rpc-version":
         files["llcuda_cpu/build_info.json"] = b'{"rpc": {"protocol": ""}}'
+    elif case == "no-platform":
+        files["llcuda_cpu/build_info.json"] = b'{"rpc": {"protocol": "7.0.0"}}'
+    elif case == "glibc-2.29":  # exp linked on this machine's glibc: its 2.29 default version
+        files["llcuda_cpu/bin/libm.so"] = _compiled(tmp_path, "#include <math.h>\ndouble f(double x) { return exp(x); }\n")
+    elif case == "system-libstdc++":
+        files["llcuda_cpu/bin/libllcuda-stdcxx.so"] = patched(an_elf, tmp_path, "$ORIGIN/s")
+        files["llcuda_cpu/bin/libcxx.so"] = _compiled(tmp_path, "int f(void) { return 1; }\n", "-Wl,--no-as-needed", "-lstdc++")
+    name = f"{cpu.package}-0.1.0-py3-none-manylinux_2_35_x86_64.whl" if case == "tag" else None
     with pytest.raises(FactoryError, match=expected):
-        audit(make_wheel(tmp_path, cpu, files), cpu, install=False)
+        audit(make_wheel(tmp_path, cpu, files, name), cpu, install=False)
+
+
+def _compiled(tmp_path: Path, code: str, *flags: str) -> bytes:
+    src = tmp_path / "lib.c"
+    src.write_text(code)
+    out = tmp_path / "lib-compiled.so"
+    cmd = ["gcc", "-shared", "-fPIC", "-o", str(out), str(src), "-Wl,-rpath,$ORIGIN", *flags, "-lm"]
+    subprocess.run(cmd, check=True)
+    return out.read_bytes()
 
 
 def test_audit_fails_an_oversized_wheel(tmp_path: Path, an_elf: bytes) -> None:

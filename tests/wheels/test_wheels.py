@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Installed
-from llcuda_factory.audit import is_elf, runpath
+from llcuda_factory import symbols, toolchain
+from llcuda_factory.audit import is_elf, needed, runpath
 from llcuda_factory.configure import TOOLS
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.project import llama_cpp_pin
@@ -68,6 +69,24 @@ def test_every_elf_finds_its_libraries_through_relative_runpaths(installed: Inst
         assert missing in ([], ["libcuda.so.1"] if not system_driver and elf.name == "libggml-cuda.so" else []), (
             f"{elf.name}:\n{ldd}"
         )
+
+
+def test_every_elf_is_within_the_tag_and_shares_the_wheels_one_libstdcxx(installed: Installed) -> None:
+    """What the audit checked at build time, again on the installed files: no symbol version beyond
+    manylinux_2_28, no unversioned glibc symbol, and every C++ ELF on the wheel's own libstdc++ (one per process)."""
+    pkg = installed.site_packages / installed.target.package
+    tc = toolchain.get()
+    elfs = {p.relative_to(pkg).as_posix(): p for p in pkg.rglob("*") if p.is_file() and is_elf(p)}
+    problems, report = symbols.check(elfs, tc.platform)
+    assert problems == []
+    assert tuple(int(x) for x in report["highest"]["GLIBC"].split(".")) <= tc.glibc
+    assert "GLIBCXX" not in report["highest"]  # libstdc++ is the wheel's own, without symbol versions
+    info = json.loads((pkg / "build_info.json").read_text())
+    assert info["platform"]["tag"] == tc.platform
+    assert info["platform"]["glibc"] == tc.glibc_str
+    cxx = [rel for rel, path in elfs.items() if toolchain.CXX_RUNTIME in needed(path)]
+    assert "bin/llama-server" in cxx and "bin/libllama.so" in cxx and "bin/libggml-base.so" in cxx
+    assert not [rel for rel, path in elfs.items() if "libstdc++.so.6" in needed(path)]
 
 
 def test_cuda_runtime_comes_from_the_venvs_nvidia_wheels(installed: Installed) -> None:
