@@ -13,7 +13,8 @@
 #   lib/       libllcuda-stdcxx.so: gcc-10's static libstdc++.a linked whole into one shared library with no
 #              symbol versions, and libstdc++.so pointing at it. Every wheel ELF links it, so a process has
 #              exactly one libstdc++ (exceptions, iostreams and allocations cross library boundaries), no
-#              GLIBCXX version is needed, and the wheel carries it like its other libraries. libgcc_s stays
+#              GLIBCXX version is needed, and the wheel carries it like its other libraries. It links libpthread
+#              (glibc 2.31 keeps pthreads there), so its pthread calls carry versions. libgcc_s stays
 #              shared (the system's): -static-libgcc would leave an unversioned _dl_find_object (glibc 2.35).
 #   bin/gcc, bin/g++   the wrappers: g++-12 with --sysroot, gcc-10's headers and libraries
 #   llcuda-sysroot.stamp   written last: the pins and this recipe; a half-made sysroot has none
@@ -103,7 +104,7 @@ build() {
     "$cc" --sysroot="$sr" -B"$sr/usr/lib/x86_64-linux-gnu/" -shared -o "$work/lib/libllcuda-stdcxx.so" \
         -Wl,-soname,libllcuda-stdcxx.so -Wl,--no-undefined -Wl,--whole-archive \
         "$sr/usr/lib/gcc/x86_64-linux-gnu/10/libstdc++.a" -Wl,--no-whole-archive \
-        -L"$sr/usr/lib/x86_64-linux-gnu" -L"$sr/lib/x86_64-linux-gnu" -shared-libgcc -lgcc_s -lm -lc
+        -L"$sr/usr/lib/x86_64-linux-gnu" -L"$sr/lib/x86_64-linux-gnu" -shared-libgcc -lgcc_s -Wl,--no-as-needed -lpthread -lm -lc
     ln -s libllcuda-stdcxx.so "$work/lib/libstdc++.so"
     write_wrapper "$work/bin/gcc" "$cc"
     write_wrapper "$work/bin/g++" "$cxx" '-nostdinc++ -isystem "$sr/include" -isystem "$sr/root/usr/include/c++/10" -isystem "$sr/root/usr/include/x86_64-linux-gnu/c++/10" -isystem "$sr/root/usr/include/c++/10/backward" '

@@ -62,6 +62,13 @@ endforeach()
 
 add_subdirectory("${LLCUDA_LLAMA_CPP_DIR}" llama.cpp EXCLUDE_FROM_ALL)
 
+# The glibc floor (manylinux_2_28): llama.cpp's vendored subprocess.h calls posix_spawn_file_actions_addchdir_np
+# (glibc 2.29) when it sees glibc >= 2.29, as in the sysroot's 2.31. Its fork()+exec() path (the header's own
+# switch) keeps the working-directory support and needs nothing newer. Every user of the header gets it.
+if(TARGET sheredom)
+  target_compile_definitions(sheredom INTERFACE SUBPROCESS_SPAWN_VIA_FORK=1)
+endif()
+
 # Build only what the wheel ships: LLCUDA_TOOLS comes from the factory (configure.TOOLS).
 set(LLCUDA_BACKENDS ${GGML_AVAILABLE_BACKENDS})
 add_custom_target(llcuda_payload ALL)

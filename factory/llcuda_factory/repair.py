@@ -25,8 +25,10 @@ def repair(raw_wheel: Path, target: Target, out_dir: Path) -> Path:
     """Repair ``raw_wheel`` into ``out_dir`` and return the manylinux wheel written there."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="repair-", dir=out_dir) as tmp:
-        # The tag is asked for, not found: auditwheel refuses a wheel whose symbol versions exceed it.
-        cmd = [sys.executable, "-m", "auditwheel", "repair", "--plat", toolchain.get().platform, "-w", tmp]
+        # The table's tag and only it: auditwheel refuses a wheel whose symbol versions exceed it, and would otherwise
+        # add the older tags the wheel happens to meet (manylinux_2_27), on which no test ever ran it.
+        plat = ["--plat", toolchain.get().platform, "--only-plat"]
+        cmd = [sys.executable, "-m", "auditwheel", "repair", *plat, "-w", tmp]
         for pattern in excludes(target):
             cmd += ["--exclude", pattern]
         cmd.append(str(raw_wheel))

@@ -6,10 +6,12 @@ auditwheel's own policy table (so both read one source), and adds the rule audit
 
 - a required version ``GLIBC_x.y``, ``GLIBCXX_x.y.z``, ``CXXABI_x.y.z`` or ``GCC_x.y.z`` outside the tag's policy
   fails the wheel, naming the file and the version;
-- an undefined symbol with **no** version that glibc exports (``_dl_find_object``, say) fails it too. A static
-  libgcc leaves such a reference: the linker found no versioned definition, auditwheel sees no version to judge,
-  and an older glibc then kills the process at its first C++ exception. Symbols that another ELF of the wheel
-  defines (its own libraries, the libstdc++ they share) are not glibc's and pass.
+- an undefined symbol with **no** version that glibc exports fails it too, when it is a strong reference, or a weak
+  one to a function glibc did not have at the tag's floor (``_dl_find_object``, glibc 2.35). A static libgcc
+  leaves such a weak reference: the linker found no versioned definition, auditwheel sees no version to judge,
+  and an older glibc then kills the process at its first C++ exception. libstdc++'s weak references to the
+  pthread functions it probes for (``__pthread_key_create``, glibc 2.2.5) bind wherever they run, and pass.
+  Symbols that another ELF of the wheel defines (its own libraries, the libstdc++ they share) are not glibc's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from elftools.elf.elffile import ELFFile
-from elftools.elf.gnuversions import GNUVerNeedSection, GNUVerSymSection
+from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection, GNUVerSymSection
 from elftools.elf.sections import SymbolTableSection
 
 from .errors import FactoryError
@@ -40,9 +42,6 @@ GLIBC_SONAMES = (
     "libresolv.so.2",
 )
 GLIBC_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64")
-# Weak references gcc's start-up files make to optional glibc functions: left unversioned when libc is not
-# linked directly, and harmless (the dynamic linker binds them when present, else they stay null).
-CRT_WEAK = frozenset({"__cxa_finalize", "__gmon_start__", "_ITM_registerTMCloneTable", "_ITM_deregisterTMCloneTable"})
 # The version families the policy governs; others (libcublas.so.12's, say) belong to libraries outside it.
 FAMILIES = ("GLIBC", "GLIBCXX", "CXXABI", "GCC")
 
@@ -52,8 +51,8 @@ class ElfSymbols:
     """What one ELF file needs from others and what it defines, as the dynamic linker sees it."""
 
     versions: dict[str, set[str]] = field(default_factory=dict)  # library soname -> required version names
-    unversioned_undefined: set[str] = field(default_factory=set)
-    defined: set[str] = field(default_factory=set)
+    unversioned_undefined: dict[str, bool] = field(default_factory=dict)  # name -> weak reference
+    defined: dict[str, set[str]] = field(default_factory=dict)  # exported name -> the versions it is defined at
 
 
 def read(path: Path) -> ElfSymbols:
@@ -62,10 +61,14 @@ def read(path: Path) -> ElfSymbols:
     with path.open("rb") as f:
         elf = ELFFile(f)
         dynsym = versym = None
+        version_names: dict[int, str] = {}
         for sec in elf.iter_sections():
             if isinstance(sec, GNUVerNeedSection):
                 for verneed, auxs in sec.iter_versions():
                     out.versions.setdefault(verneed.name, set()).update(aux.name for aux in auxs)
+            elif isinstance(sec, GNUVerDefSection):
+                for verdef, auxs in sec.iter_versions():
+                    version_names[verdef["vd_ndx"]] = next(iter(auxs)).name
             elif isinstance(sec, GNUVerSymSection):
                 versym = sec
             elif isinstance(sec, SymbolTableSection) and sec.name == ".dynsym":
@@ -75,13 +78,13 @@ def read(path: Path) -> ElfSymbols:
         for i, sym in enumerate(dynsym.iter_symbols()):
             if not sym.name:
                 continue
-            if sym["st_shndx"] != "SHN_UNDEF":
-                out.defined.add(sym.name)
-                continue
             ndx = versym.get_symbol(i)["ndx"] if versym is not None else "VER_NDX_GLOBAL"
-            weak_crt = sym["st_info"]["bind"] == "STB_WEAK" and sym.name in CRT_WEAK
-            if ndx in ("VER_NDX_LOCAL", "VER_NDX_GLOBAL") and not weak_crt:
-                out.unversioned_undefined.add(sym.name)
+            if sym["st_shndx"] != "SHN_UNDEF":
+                # the high bit marks a hidden (non-default) version, such as pthread_create@GLIBC_2.2.5
+                named = version_names.get(ndx & 0x7FFF) if isinstance(ndx, int) else None
+                out.defined.setdefault(sym.name, set()).update([named] if named else [])
+            elif ndx in ("VER_NDX_LOCAL", "VER_NDX_GLOBAL"):
+                out.unversioned_undefined[sym.name] = sym["st_info"]["bind"] == "STB_WEAK"
     return out
 
 
@@ -102,18 +105,21 @@ def policy(platform: str) -> dict[str, frozenset[str]]:
 
 
 @cache
-def glibc_exports(dirs: tuple[str, ...] = GLIBC_DIRS) -> frozenset[str]:
-    """Every name glibc's libraries export on this machine (the build machine's glibc is the newest involved)."""
-    names: set[str] = set()
+def glibc_exports(dirs: tuple[str, ...] = GLIBC_DIRS) -> dict[str, tuple[int, ...]]:
+    """Every name glibc's libraries export on this machine (the newest glibc involved), with the oldest glibc
+    version that has it: ``{"pthread_create": (2, 2, 5), "_dl_find_object": (2, 35), ...}``."""
+    oldest: dict[str, tuple[int, ...]] = {}
     for soname in GLIBC_SONAMES:
         for d in dirs:
             path = Path(d) / soname
             if path.is_file():
-                names |= read(path).defined
+                for name, versions in read(path).defined.items():
+                    keys = [_key(v) for v in versions if v.startswith("GLIBC_")] or [(0,)]
+                    oldest[name] = min([*keys, oldest.get(name, keys[0])])
                 break
-    if not names:
+    if not oldest:
         raise FactoryError(f"cannot read glibc's exported symbols (no libc.so.6 in {', '.join(dirs)})")
-    return frozenset(names)
+    return oldest
 
 
 def _key(version: str) -> tuple[int, ...]:
@@ -132,13 +138,14 @@ def highest(versions: Iterable[str]) -> dict[str, str]:
 
 
 def check(
-    elfs: dict[str, Path], platform: str, exports: frozenset[str] | None = None
+    elfs: dict[str, Path], platform: str, exports: dict[str, tuple[int, ...]] | None = None
 ) -> tuple[list[str], dict[str, Any]]:
     """Check every ELF (wheel-relative name -> file); return the problems and a report of the highest versions."""
     allowed = policy(platform)
+    floor = tuple(int(x) for x in re.findall(r"\d+", platform)[:2])
     exports = glibc_exports() if exports is None else exports
     read_all = {rel: read(path) for rel, path in elfs.items()}
-    in_wheel = set().union(*(s.defined for s in read_all.values())) if read_all else set()
+    in_wheel = {name for syms in read_all.values() for name in syms.defined}
     problems: list[str] = []
     per_file: dict[str, dict[str, str]] = {}
     every: set[str] = set()
@@ -150,11 +157,14 @@ def check(
             family = name.partition("_")[0]
             if family in allowed and name.partition("_")[2] not in allowed[family]:
                 problems.append(f"{rel} needs {name}, which {platform} does not allow")
-        trap = sorted(s for s in syms.unversioned_undefined if s in exports and s not in in_wheel)
-        problems += [
-            f"{rel} has an undefined glibc symbol with no version: {s} (a static libgcc or a too-new glibc at link "
-            "time; it fails at run time on an older glibc)"
-            for s in trap
-        ]
+        for sym, weak in sorted(syms.unversioned_undefined.items()):
+            if sym not in exports or sym in in_wheel or (weak and exports[sym] <= floor):
+                continue
+            since = ".".join(map(str, exports[sym]))
+            problems.append(
+                f"{rel} has an undefined glibc symbol with no version: {sym} ({'weak' if weak else 'strong'}, glibc "
+                f"{since}; a static libgcc or a link against the wrong glibc leaves it, and a glibc without it fails "
+                "at run time)"
+            )
     report = {"platform": platform, "highest": highest(every), "per_file": per_file}
     return problems, report

@@ -72,7 +72,22 @@ def test_an_unversioned_glibc_symbol_fails(tmp_path: Path) -> None:
     lib = _cc(tmp_path, "trap", code, "-nostdlib")
     problems, _ = _gate(lib)
     assert len(problems) == 1
-    assert problems[0].startswith("libtrap.so has an undefined glibc symbol with no version: _dl_find_object")
+    assert problems[0].startswith("libtrap.so has an undefined glibc symbol with no version: _dl_find_object (strong,")
+
+
+def test_a_weak_unversioned_reference_fails_only_for_a_function_newer_than_the_floor(tmp_path: Path) -> None:
+    # libgcc's unwinder (gcc >= 12) probes _dl_find_object (glibc 2.35) weakly; libstdc++ probes
+    # __pthread_key_create (glibc 2.2.5) the same way. Only the first is missing on a glibc 2.28 system.
+    code = (
+        "extern int _dl_find_object(void *, void *) __attribute__((weak));\n"
+        "extern int __pthread_key_create(void *, void *) __attribute__((weak));\n"
+        "int f(void) { return (_dl_find_object ? 1 : 0) + (__pthread_key_create ? 2 : 0); }\n"
+    )
+    problems, _ = _gate(_cc(tmp_path, "weak", code, "-nostdlib"))
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "libweak.so has an undefined glibc symbol with no version: _dl_find_object (weak, glibc 2.35;"
+    )
 
 
 def test_an_unversioned_symbol_another_wheel_library_defines_passes(tmp_path: Path) -> None:
@@ -84,9 +99,9 @@ def test_an_unversioned_symbol_another_wheel_library_defines_passes(tmp_path: Pa
         f"-L{tmp_path}",
         "-lprovider",
     )
-    problems, _ = symbols.check({p.name: p for p in (provider, user)}, PLATFORM, frozenset({"shared_helper"}))
+    problems, _ = symbols.check({p.name: p for p in (provider, user)}, PLATFORM, {"shared_helper": (2, 2, 5)})
     assert problems == []
-    alone, _ = symbols.check({user.name: user}, PLATFORM, frozenset({"shared_helper"}))
+    alone, _ = symbols.check({user.name: user}, PLATFORM, {"shared_helper": (2, 2, 5)})
     assert len(alone) == 1
     assert alone[0].startswith("libuser.so has an undefined glibc symbol with no version: shared_helper ")
 
