@@ -2,10 +2,12 @@
 
 nox -s wheels -- cc50 cc75        # build, repair and audit backend wheels into wheelhouse/
 nox -s tests                      # the test suite (the README's test command); `-- tests/unit` for seconds
+nox -s tests_oldglibc             # the wheels on Debian 11 (glibc 2.31, Python 3.9) in a chroot (root)
 nox -s lint                       # pre-commit: ruff, mypy, shellcheck, actionlint, zizmor, validate-pyproject
 nox -s offline -- cc50            # wheelhouse/offline-cc50/: everything `llcuda[cc50]` needs, no network
 nox -s reproduce -- cpu           # build a target again and compare the two wheels byte for byte
 nox -s check_release              # is this commit publishable (versions, pins, changelog)?
+nox -s release                    # the release's dress rehearsal: dist/, checks, offline installs, every test
 nox -s bump_llama -- SHA VERSION  # move the llama.cpp pin (targets.toml's [llama-cpp], the submodule)
 nox -s bench                      # speed and size measurements (benchmarks/)
 """
@@ -153,6 +155,7 @@ def _build_backend_wheel(session: nox.Session, target: Target, house: House, env
             *("--find-links", str(house.deps)),
             env=FACTORY_ENV,
             stdout=out,
+            stderr=sys.stderr,  # the audit's reasons, not into the report
         )
     report = json.loads(report_file.read_text())
     report["build_seconds"] = round(built_s, 1)
@@ -279,9 +282,106 @@ def bump_llama(session: nox.Session) -> None:
     _factory(session, "bump-llama", *session.posargs)
 
 
+DIST = ROOT / "dist"
+
+
 @nox.session
-def build_release(session: nox.Session) -> None:
-    """Build one backend wheel for release with cibuildwheel (manylinux_2_28, CUDA 12.x): `-- TARGET`."""
+def release(session: nox.Session) -> None:
+    """The release's dress rehearsal, everything but the upload: `-- [--build-only | --from-dist]`.
+
+    1. Build every wheel with the README's recipe (`nox -s wheels`) and the sdist; dist/ gets exactly those files
+       and SHA256SUMS (`--build-only` stops here: the release workflow's build job).
+    2. `--from-dist` takes dist/ as it is (the workflow's test job, on the built artifact) and checks its sums.
+    3. check_release and `twine check --strict` on dist/.
+    4. Every dependency into dist-deps/ beside it; each extra installs in a fresh venv with no network
+       (`unshare -n`) from dist/ and dist-deps/ only.
+    5. The whole suite and the old-glibc tier (as root) against dist/. The workflow publishes what passed.
+    """
+    from llcuda_factory import release as rel
+
+    args = set(session.posargs)
+    unknown = args - {"--build-only", "--from-dist"}
+    if unknown or len(args) > 1:
+        session.error(f"nox -s release -- [--build-only | --from-dist], not {' '.join(session.posargs)}")
+    if "--from-dist" not in args:
+        targets = list(all_targets().values())
+        _build(session, targets, House(WHEELHOUSE, BUILD))
+        shutil.rmtree(DIST, ignore_errors=True)
+        DIST.mkdir()
+        _runtime_sdist(session, DIST)
+        for pattern in ["llcuda-*.whl", *(f"{t.package}-*.whl" for t in targets)]:
+            (wheel,) = sorted(WHEELHOUSE.glob(pattern))
+            shutil.copy2(wheel, DIST / wheel.name)
+        session.log(f"dist/: {', '.join(sorted(p.name for p in DIST.iterdir()))}")
+        rel.write_sums(DIST)
+        if "--build-only" in args:
+            return
+    elif not (DIST / rel.SUMS).is_file():
+        session.error("--from-dist: dist/SHA256SUMS is missing (nox -s release -- --build-only writes it)")
+    session.install(*_group("build"), "twine>=6.1")
+    _factory(session, "check-release", str(DIST))  # the sums, versions, pins, tags, changelog
+    session.run("twine", "check", "--strict", *[str(p) for p in sorted(DIST.iterdir()) if p.name != rel.SUMS])
+    deps = DIST.parent / "dist-deps"
+    shutil.rmtree(deps, ignore_errors=True)
+    for wheel in sorted(DIST.glob("*.whl")):
+        _factory(session, "deps", str(wheel), "--dest", str(deps))
+    _install_offline(session, DIST, deps)
+    # The suite reads a wheelhouse: dist/'s files and deps/, linked (the tests write bundles beside them).
+    house = DIST.parent / ".release-house"
+    shutil.rmtree(house, ignore_errors=True)
+    house.mkdir()
+    for f in DIST.iterdir():
+        (house / f.name).symlink_to(f)
+    (house / "deps").symlink_to(deps)
+    _suite(session, house, ["tests", "--run-wheels=all", *(["--netns=require"] if os.geteuid() == 0 else [])])
+    if os.geteuid() == 0:
+        _old_glibc_tier(session, house, [])
+    else:
+        session.warn("not root: the old-glibc tier and the netns tests did not run (the release workflow runs them)")
+    _factory(session, "check-release", str(DIST))  # nothing in dist/ changed while it was tested
+    session.log(f"dist/ tested: {(DIST / rel.SUMS).read_text().count(chr(10))} files, {DIST / rel.SUMS}")
+
+
+def _runtime_sdist(session: nox.Session, out: Path) -> None:
+    """The llcuda runtime's sdist (the wheels come from the recipe, not from this build)."""
+    session.install("build>=1.2")
+    with tempfile.TemporaryDirectory(prefix="llcuda-sdist-") as tmp:
+        env = {"SOURCE_DATE_EPOCH": _source_date_epoch()}
+        session.run("python", "-m", "build", "--sdist", "--outdir", tmp, str(ROOT), env=env)
+        (sdist,) = Path(tmp).glob("llcuda-*.tar.gz")
+        shutil.copy2(sdist, out / sdist.name)
+
+
+def _install_offline(session: nox.Session, dist: Path, deps: Path) -> None:
+    """Each extra in a fresh venv from ``dist`` and ``deps`` alone, in a network namespace with no network."""
+    from llcuda_factory.project import version
+
+    for target in all_targets():
+        with tempfile.TemporaryDirectory(prefix=f"llcuda-release-{target}-") as tmp:
+            venv = Path(tmp) / "venv"
+            session.run("python", "-m", "venv", str(venv))
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index"]
+            links = ["--find-links", str(dist), "--find-links", str(deps)]
+            spec = f"llcuda[{target}]=={version()}"
+            session.run(*_unshared_network(), *pip, *links, spec, external=True)
+            listed = session.run(str(venv / "bin" / "llcuda"), "backends", "--json", external=True, silent=True)
+            if target not in [b["target"] for b in json.loads(str(listed))]:
+                session.error(f"{spec} installed, but `llcuda backends` does not list {target}: {listed}")
+            session.log(f"{spec}: installed with no network from dist/ and dist-deps/")
+
+
+def _unshared_network() -> list[str]:
+    """A command prefix with no network at all: `unshare -n` as root, `unshare -rn` otherwise."""
+    for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
+        if subprocess.run([*prefix, "true"], capture_output=True, check=False).returncode == 0:
+            return prefix
+    raise FactoryError("cannot make a network namespace (unshare -n / -rn) for the offline install check")
+
+
+@nox.session
+def crossbuild(session: nox.Session) -> None:
+    """Build one backend wheel with cibuildwheel in PyPA's manylinux_2_28 image, the cross-check of the recipe's
+    (never what ships): `-- TARGET`; then `python -m llcuda_factory compare-wheels RECIPE dist/WHEEL`."""
     (target,) = _targets(session, session.posargs or ["cpu"])
     session.install(*[r for r in _group("test") if r.startswith("cibuildwheel")])
     package = str(target.project_dir.relative_to(ROOT))
@@ -298,6 +398,18 @@ def build_sdist(session: nox.Session) -> None:
 # ---------------------------------------------------------------------------------------------- checks
 
 
+def _suite(session: nox.Session, house: Path, args: list[str]) -> None:
+    """pytest against the wheels of ``house`` (a wheelhouse: backend wheels, the runtime wheel, deps/)."""
+    session.install(*_group("test"))
+    session.install("-e", ".")
+    cpu = sorted(house.glob("llcuda_cpu-*.whl"))
+    if cpu:  # the runtime's end-to-end tests drive the real llama-server of the cpu wheel
+        session.install("--no-deps", "--force-reinstall", str(cpu[-1]))
+    built = [t.name for t in all_targets().values() if sorted(house.glob(f"{t.package}-*.whl"))]
+    args = args or ["tests", *([f"--run-wheels={','.join(built)}"] if built else [])]
+    session.run("pytest", *args, env={**FACTORY_ENV, "LLCUDA_WHEELHOUSE": str(house)})
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite: `nox -s tests` (every test the wheelhouse allows), `-- tests/unit` (seconds, no wheel).
@@ -305,14 +417,27 @@ def tests(session: nox.Session) -> None:
     The end-to-end tests (tests/wheels/) drive the real llama-server of the wheels in wheelhouse/ (`nox -s wheels`)
     and run for each target whose wheel is there; `-- --run-wheels=all` requires every target's wheel (CI).
     """
-    session.install(*_group("test"))
-    session.install("-e", ".")
-    cpu = sorted(WHEELHOUSE.glob("llcuda_cpu-*.whl"))
-    if cpu:  # the runtime's end-to-end tests drive the real llama-server of the cpu wheel
-        session.install("--no-deps", "--force-reinstall", str(cpu[-1]))
-    built = [t.name for t in all_targets().values() if sorted(WHEELHOUSE.glob(f"{t.package}-*.whl"))]
-    args = session.posargs or ["tests", *([f"--run-wheels={','.join(built)}"] if built else [])]
-    session.run("pytest", *args, env=FACTORY_ENV)
+    _suite(session, WHEELHOUSE, list(session.posargs))
+
+
+@nox.session
+def tests_oldglibc(session: nox.Session) -> None:
+    """Run the built wheels on Debian 11 (glibc 2.31, Python 3.9) in a chroot: `nox -s tests_oldglibc` (as root).
+
+    ci/old-glibc-root.sh makes the root once ($LLCUDA_OLD_GLIBC_ROOT, default /var/cache/llcuda/bullseye-root) and
+    keeps it; tests/oldglibc/ installs every wheel of wheelhouse/ into a new venv there and runs its scenarios.
+    """
+    if os.geteuid() != 0:
+        session.error(
+            "the old-glibc tier needs root (debootstrap, chroot and mounts): sudo .venv/bin/nox -s tests_oldglibc"
+        )
+    _old_glibc_tier(session, WHEELHOUSE, list(session.posargs))
+
+
+def _old_glibc_tier(session: nox.Session, house: Path, args: list[str]) -> None:
+    root = os.environ.get("LLCUDA_OLD_GLIBC_ROOT", "/var/cache/llcuda/bullseye-root")
+    session.run("bash", str(ROOT / "ci" / "old-glibc-root.sh"), root, external=True)
+    _suite(session, house, ["tests/oldglibc", f"--old-glibc-root={root}", *args])
 
 
 @nox.session

@@ -55,12 +55,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the backend installed in this interpreter, which the smoke tests check (ci/cibw.sh test)",
     )
     parser.addoption(
+        "--old-glibc-root",
+        metavar="DIR",
+        default=None,
+        help="run tests/oldglibc/ in this Debian 11 root (ci/old-glibc-root.sh; root only): `nox -s tests_oldglibc`",
+    )
+    parser.addoption(
         "--netns",
         choices=("auto", "require"),
         default="auto",
         help="the tests marked netns (hosts as network namespaces, root only): 'auto' skips them where namespaces "
         "cannot be made, 'require' fails them there (CI, which runs as root)",
     )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/oldglibc/ runs only in its own tier, with a root to run in (`nox -s tests_oldglibc`)."""
+    if collection_path.name == "oldglibc" and not config.getoption("--old-glibc-root"):
+        return True
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:

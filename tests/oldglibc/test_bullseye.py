@@ -1,0 +1,175 @@
+"""The built wheels on the oldest system these machines can run: Debian 11, glibc 2.31, Python 3.9.
+
+``nox -s tests_oldglibc`` makes (or reuses) the root with ``ci/old-glibc-root.sh`` and runs this file as root with
+``--old-glibc-root``. pip in the root installs ``llcuda[cpu,cc50,cc75]`` from ``wheelhouse/``, and each dependency
+from the package index for Python 3.9 (``wheelhouse/deps`` holds the build machine's cp311 wheels). There is no
+``libcuda.so.1`` there, so the CUDA backends serve on the CPU, as on any machine without a driver.
+
+Every scenario runs in the root (``scenarios.py``, under its Python 3.9) and prints JSON that the tests check here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import TARGETS, WHEELHOUSE, backend_wheel
+from llcuda_factory import project
+from llcuda_testkit.oldroot import WORK, OldRoot
+
+pytestmark = pytest.mark.oldglibc
+VENV = f"{WORK}/venv"
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Bullseye:
+    root: OldRoot
+    model: str  # paths inside the root
+    scenarios: str
+
+    def server(self, target: str) -> str:
+        return f"{VENV}/lib/python3.9/site-packages/{TARGETS[target].package}/bin/llama-server"
+
+    def scenario(self, *args: str, timeout: float = 180) -> dict[str, object]:
+        out = self.root.run(["python", self.scenarios, *args], venv=VENV, timeout=timeout).stdout
+        result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+
+@pytest.fixture(scope="session")
+def bullseye(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bullseye]:
+    from llcuda_testkit.tinymodel import write_tiny_llama
+
+    root_dir = Path(request.config.getoption("--old-glibc-root"))
+    for target in TARGETS.values():
+        backend_wheel(target)  # fails, naming the missing wheel
+    if not sorted(WHEELHOUSE.glob(f"llcuda-{project.version()}-*.whl")):
+        pytest.fail(f"no llcuda {project.version()} runtime wheel in {WHEELHOUSE}; `nox -s wheels` builds it")
+    work = tmp_path_factory.mktemp("bullseye")
+    write_tiny_llama(work / "tiny-llama.gguf")
+    shutil.copy(HERE / "scenarios.py", work / "scenarios.py")
+    (work / "wheelhouse").mkdir()
+    with OldRoot(root_dir, work) as root:
+        root.bind(WHEELHOUSE, f"{WORK}/wheelhouse")
+        root.run(["python3", "-m", "venv", VENV])
+        extras = ",".join(sorted(TARGETS))
+        links = ["--find-links", f"{WORK}/wheelhouse", "--find-links", f"{WORK}/wheelhouse/deps"]
+        # Pinned: an unrelated older "llcuda" project on the index must never win.
+        spec = f"llcuda[{extras}]=={project.version()}"
+        root.run(["python", "-m", "pip", "install", "-q", *links, spec], venv=VENV, timeout=900)
+        yield Bullseye(root, f"{WORK}/tiny-llama.gguf", f"{WORK}/scenarios.py")
+
+
+def test_the_root_is_glibc_2_31_with_python_3_9(bullseye: Bullseye) -> None:
+    libc = bullseye.root.run(["ldd", "--version"]).stdout.splitlines()[0]
+    assert libc.endswith(" 2.31")
+    assert bullseye.root.run(["python", "--version"], venv=VENV).stdout.strip().startswith("Python 3.9.")
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_each_backend_loads_infers_streams_chats_and_tokenizes(bullseye: Bullseye, target: str) -> None:
+    out = bullseye.scenario("serve", bullseye.model, bullseye.server(target))
+    assert out["glibc"] == "2.31"
+    assert str(out["python"]).startswith("3.9.")
+    assert out["infer"]["success"] is True  # type: ignore[index]
+    assert out["chat"]["success"] is True  # type: ignore[index]
+    assert isinstance(out["stream"], str)
+    assert out["tokens"]
+    assert out["detokenized"] == "Hello world"
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_each_backend_embeds(bullseye: Bullseye, target: str) -> None:
+    out = bullseye.scenario("embed", bullseye.model, bullseye.server(target))
+    assert out["count"] == 2
+    assert out["dims"] == [64]
+    assert abs(float(out["norm"]) - 1.0) < 1e-3  # type: ignore[arg-type]
+
+
+# llama-server: std::stoi throws std::invalid_argument inside libllcuda-stdcxx.so, common/arg.cpp (libllama-common.so)
+# wraps and rethrows it and catches it in common_params_parse. llama-bench: std::stoi's std::out_of_range, thrown
+# inside libllcuda-stdcxx.so, caught in the llama-bench executable.
+BAD_ARGUMENTS = {
+    "llama-server": (["--ctx-size", "abc"], 'error while handling argument "--ctx-size": stoi'),
+    "llama-bench": (["-p", "99999999999"], "error: stoi"),
+}
+
+
+@pytest.mark.parametrize("tool", sorted(BAD_ARGUMENTS))
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_a_bad_argument_crosses_libraries_as_an_exception_and_exits_1(
+    bullseye: Bullseye, target: str, tool: str
+) -> None:
+    """The exception is thrown in one library and caught in another: llama.cpp's own error line and exit 1, never
+    std::terminate's abort (exit 134), on glibc 2.31."""
+    args, line = BAD_ARGUMENTS[tool]
+    binary = str(Path(bullseye.server(target)).with_name(tool))
+    proc = bullseye.root.run([binary, *args], check=False, timeout=60)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "terminate called" not in proc.stderr
+    assert line in proc.stderr
+
+
+def test_doctor_and_backends(bullseye: Bullseye) -> None:
+    listed = json.loads(bullseye.root.run(["llcuda", "backends", "--json"], venv=VENV).stdout)
+    assert sorted(b["target"] for b in listed) == sorted(TARGETS)
+    doctor = bullseye.root.run(["llcuda", "doctor"], venv=VENV)
+    assert "cpu" in doctor.stdout
+    assert "no NVIDIA" in doctor.stdout or "No NVIDIA" in doctor.stdout or "CPU" in doctor.stdout
+
+
+def test_a_corrupt_model_is_a_model_error(bullseye: Bullseye) -> None:
+    bad = bullseye.root.host_path(f"{WORK}/corrupt.gguf")
+    bad.write_bytes(b"GGUF" + bytes(range(64)))
+    out = bullseye.scenario("bad-model", f"{WORK}/corrupt.gguf")
+    assert out["error"] == "ModelLoadError"
+    assert f"llama-server could not load {WORK}/corrupt.gguf" in str(out["message"])
+
+
+def test_a_killed_server_is_a_crash_error_and_the_engine_reloads(bullseye: Bullseye) -> None:
+    out = bullseye.scenario("crash", bullseye.model)
+    assert out["error"] == "ServerCrashedError"
+    assert out["reloaded"] is True
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_rpc_on_loopback(bullseye: Bullseye, target: str) -> None:
+    out = bullseye.scenario("rpc", bullseye.model, bullseye.server(target))
+    assert out["version"] == "7.0.0"
+    assert out["hosts"] == [out["endpoint"]]
+    assert out["success"] is True
+
+
+def test_offline_install_of_a_nocuda_bundle_made_for_python_3_9(bullseye: Bullseye) -> None:
+    """What a Kaggle notebook with the internet off does, on Python 3.9: NVIDIA's CUDA 12 wheels are there already,
+    llcuda's own wheels come from a `-nocuda` bundle made with `--python-version 3.9`, and pip has no network."""
+    from llcuda_factory.wheelhouse import offline_bundle
+
+    bundle = offline_bundle([TARGETS["cc75"]], WHEELHOUSE, python_version="3.9", without_cuda_wheels=True)
+    assert bundle.name == "offline-cc75-nocuda"
+    host_bundle = bullseye.root.host_path(f"{WORK}/bundle")
+    shutil.copytree(bundle, host_bundle)
+    venv = f"{WORK}/venv-offline"
+    root = bullseye.root
+    root.run(["python3", "-m", "venv", venv])
+    nvidia = [r for r in _requires(bundle, "llcuda_cc75") if r.startswith("nvidia-")]
+    links = ["--find-links", f"{WORK}/wheelhouse/deps"]
+    root.run(["python", "-m", "pip", "install", "-q", "--no-index", *links, *nvidia], venv=venv, network=False)
+    cmd = ["python", "-m", "pip", "install", "-q", "--no-index", "--find-links", f"{WORK}/bundle"]
+    root.run([*cmd, f"llcuda[cc75]=={project.version()}"], venv=venv, network=False)
+    server = f"{venv}/lib/python3.9/site-packages/llcuda_cc75/bin/llama-server"
+    version = root.run([server, "--version"], network=False)
+    assert "version: 11312" in version.stdout + version.stderr
+
+
+def _requires(bundle: Path, package: str) -> list[str]:
+    from llcuda_factory import wheelfile
+
+    (wheel,) = sorted(bundle.glob(f"{package}-*.whl"))
+    return [r.split(";")[0].replace(" ", "") for r in wheelfile.requires(wheel)]
