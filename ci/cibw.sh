@@ -2,7 +2,8 @@
 # cibuildwheel's hooks for the backend wheels ([tool.cibuildwheel] in pyproject.toml). They run inside the
 # manylinux_2_28 container; the target is the backend project's directory name (python/backends/<target>).
 #
-#   ci/cibw.sh before-all PACKAGE          the target's CUDA toolkit (none for cpu), ccache and patchelf
+#   ci/cibw.sh before-all PACKAGE          the target's CUDA toolkit (none for cpu; the recipe's pinned .deb files,
+#                                          unpacked with ar and tar), ccache and patchelf
 #   ci/cibw.sh repair WHEEL DEST PACKAGE   auditwheel with the CUDA excludes, then the audit gate
 #   ci/cibw.sh test PROJECT PACKAGE        the runtime from PROJECT, then the smoke tests on the installed wheel
 set -euo pipefail
@@ -18,10 +19,11 @@ case "$cmd" in
 before-all)
     py=/opt/python/cp312-cp312/bin/python
     target=$(basename "$1")
+    dnf install -y -q binutils xz curl patchelf
+    dnf install -y -q ccache 2>/dev/null || true  # EPEL; the cross-build runs without it too
     if factory cuda --target "$target"; then
         PYTHON="$py" bash "$here/install-cuda-toolkit.sh" --target "$target"  # the version of the row
     fi
-    dnf install -y -q ccache patchelf 2>/dev/null || true
     ;;
 repair)
     wheel=$1 dest=$2 target=$(basename "$3")

@@ -7,15 +7,38 @@ import json
 import sys
 from pathlib import Path
 
-from . import configure, source, toolkit
+from . import configure, source, toolchain, toolkit
 from .errors import FactoryError
 from .targets import CudaArch, all_targets, cuda_versions, get_target
 
 
 def _cmd_configure(args: argparse.Namespace) -> None:
     configure.write(
-        args.target, Path(args.binary_dir), Path(args.out), args.source, args.cuda_architectures, args.cuda_version
+        args.target,
+        Path(args.binary_dir),
+        Path(args.out),
+        args.source,
+        args.cuda_architectures,
+        args.cuda_version,
+        args.host_cxx,
     )
+
+
+def _cmd_toolchain(args: argparse.Namespace) -> None:
+    """Check the old-glibc toolchain; print it, or write it as CMake settings (cmake/LLCUDAToolchain.cmake)."""
+    tc = toolchain.check()
+    values = {
+        "LLCUDA_PLATFORM": tc.platform,
+        "LLCUDA_GLIBC_FLOOR": tc.glibc_str,
+        "LLCUDA_SYSROOT_DIR": str(tc.sysroot or ""),
+        "LLCUDA_SYSROOT_CC": tc.cc or "",
+        "LLCUDA_SYSROOT_CXX": tc.cxx or "",
+        "LLCUDA_CXX_RUNTIME": str(tc.cxx_runtime or ""),
+    }
+    if args.cmake:
+        configure.write_cmake(Path(args.cmake), values)
+    else:
+        print(json.dumps(values, indent=2))
 
 
 def _cmd_source(args: argparse.Namespace) -> None:
@@ -129,6 +152,18 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     print(json.dumps(compare_wheels(Path(args.first), Path(args.second)), indent=2))
 
 
+def _cmd_compare_wheels(args: argparse.Namespace) -> None:
+    from . import crosscheck
+
+    problems = crosscheck.compare(Path(args.recipe), Path(args.other))
+    if problems:
+        raise FactoryError(
+            f"{Path(args.other).name} differs from the recipe's {Path(args.recipe).name}:\n  - "
+            + "\n  - ".join(problems)
+        )
+    print(f"{Path(args.other).name} agrees with the recipe's {Path(args.recipe).name}")
+
+
 def _cmd_check_release(args: argparse.Namespace) -> None:
     from . import release
 
@@ -169,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         help="benchmark builds only: these archs instead of the row's, or 'llama.cpp-default'",
     )
     p.add_argument("--cuda-version", default=None, help="benchmark builds only: this toolkit instead of the row's")
+    p.add_argument("--host-cxx", default=None, help="the C++ compiler of the build, which nvcc must accept as host")
     p.set_defaults(func=_cmd_configure)
+    p = sub.add_parser("toolchain", help="check the old-glibc toolchain ([toolchain] of targets.toml, $LLCUDA_SYSROOT)")
+    p.add_argument("--cmake", default=None, help="write it as CMake settings into this file")
+    p.set_defaults(func=_cmd_toolchain)
     p = sub.add_parser("source", help="print (fetching if needed) the llama.cpp tree to build")
     p.add_argument("--no-fetch", action="store_true")
     p.set_defaults(func=_cmd_source)
@@ -217,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("first")
     p.add_argument("second")
     p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser(
+        "compare-wheels", help="compare a recipe wheel with another build of it (files, CUDA, floors, requirements)"
+    )
+    p.add_argument("recipe")
+    p.add_argument("other")
+    p.set_defaults(func=_cmd_compare_wheels)
     p = sub.add_parser("check-release", help="fail unless versions, pins and changelog agree")
     p.add_argument("dist", nargs="?", default=None, help="also check the built files in this directory")
     p.add_argument("--draft", action="store_true", help="CI before a release: accept an unreleased CHANGELOG entry")

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT, backends, project, source, toolkit
+from . import REPO_ROOT, backends, project, source, toolchain, toolkit
 from .errors import FactoryError
 from .project import TABLE
 from .targets import all_targets
 from .wheelfile import requires as wheel_requires
 
 CHANGELOG = Path("CHANGELOG.md")
+SUMS = "SHA256SUMS"  # beside the files of dist/: what the release tested, what it uploads
 SUBMODULE = "llama.cpp"
 _SDIST_NAME = "llama-cpp-python"
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -102,8 +103,14 @@ def _check_pin(root: Path, rel: Release, table: dict[str, Any]) -> list[str]:
 
 
 def _check_dist(dist: Path, rel: Release, targets: list[str]) -> list[str]:
-    """Every llcuda wheel or sdist in ``dist`` has this version; the runtime wheel pins each backend exactly."""
-    problems: list[str] = []
+    """Every llcuda wheel or sdist in ``dist`` has this version; the runtime wheel pins each backend exactly; each
+    backend wheel is tagged ``[toolchain] platform``; ``SHA256SUMS``, where present, lists exactly these files."""
+    problems: list[str] = [*_check_sums(dist)]
+    platform = toolchain.get().platform
+    for target in targets:
+        for wheel in sorted(dist.glob(f"llcuda_{target}-*.whl")):
+            if not wheel.name.endswith(f"-py3-none-{platform}.whl"):
+                problems.append(f"{wheel.name} is not tagged py3-none-{platform} (targets.toml [toolchain])")
     expected = {f'llcuda-{t}=={rel.version}; extra == "{t}"' for t in targets}
     found = sorted([*dist.glob("llcuda*.whl"), *dist.glob("llcuda*.tar.gz")])
     if not found:
@@ -117,6 +124,33 @@ def _check_dist(dist: Path, rel: Release, targets: list[str]) -> list[str]:
             if extras != expected:
                 problems.append(f"{path.name}: extras {sorted(extras)} are not {sorted(expected)}")
     return problems
+
+
+def _check_sums(dist: Path) -> list[str]:
+    """``dist/SHA256SUMS`` (``sha256sum`` format) names every other file of ``dist`` once, with its digest."""
+    sums = dist / SUMS
+    if not sums.is_file():
+        return []
+    listed: dict[str, str] = {}
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    present = {p.name for p in dist.iterdir() if p.is_file() and p.name != SUMS}
+    problems = [f"{SUMS} lists {n}, which is not in {dist}" for n in sorted(set(listed) - present)]
+    problems += [f"{n} is in {dist} but not in {SUMS}" for n in sorted(present - set(listed))]
+    problems += [
+        f"{n} does not match its sha256 in {SUMS}"
+        for n in sorted(present & set(listed))
+        if source.sha256_of(dist / n) != listed[n]
+    ]
+    return problems
+
+
+def write_sums(dist: Path) -> Path:
+    """``dist/SHA256SUMS`` for every file in ``dist``, sorted, in ``sha256sum -c`` format."""
+    files = sorted(p for p in dist.iterdir() if p.is_file() and p.name != SUMS)
+    (dist / SUMS).write_text("".join(f"{source.sha256_of(p)}  {p.name}\n" for p in files))
+    return dist / SUMS
 
 
 def _check_cuda_versions(root: Path, table: dict[str, Any], dist: Path | None) -> list[str]:

@@ -61,7 +61,7 @@ def test_workflow_matrix_is_the_targets_table() -> None:
     assert [row["target"] for row in json.loads(out.stdout)["include"]] == list(all_targets())
     wheels = (REPO_ROOT / ".github" / "workflows" / "wheels.yml").read_text()
     assert "python -m llcuda_factory matrix" in wheels and "fromJSON(needs.matrix.outputs.matrix)" in wheels
-    assert "nox -s build_release" in wheels
+    assert "nox -s crossbuild" in wheels
 
 
 # ---------------------------------------------------------------- the release check
@@ -164,6 +164,30 @@ def test_release_check_of_built_files_wants_one_version_and_exact_backend_pins(r
     assert "llcuda_cc75-0.0.9-py3-none-manylinux_2_28_x86_64.whl is version 0.0.9, not 0.1.0" in problems
 
 
+def test_release_check_wants_the_tables_tag_and_exact_sums(repo: Path, tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    good = [f'llcuda-{t}==0.1.0; extra == "{t}"' for t in all_targets()]
+    _wheel(dist / "llcuda-0.1.0-py3-none-any.whl", "llcuda", "0.1.0", ["platformdirs>=3", *good])
+    cpu = _wheel(dist / "llcuda_cpu-0.1.0-py3-none-manylinux_2_35_x86_64.whl", "llcuda-cpu", "0.1.0", [])
+    release.write_sums(dist)
+    assert release.check(repo, dist, draft=True) == [
+        f"{cpu.name} is not tagged py3-none-manylinux_2_28_x86_64 (targets.toml [toolchain])"
+    ]
+    cpu.rename(dist / "llcuda_cpu-0.1.0-py3-none-manylinux_2_28_x86_64.whl")
+    assert release.check(repo, dist, draft=True) == [
+        f"SHA256SUMS lists {cpu.name}, which is not in {dist}",
+        f"llcuda_cpu-0.1.0-py3-none-manylinux_2_28_x86_64.whl is in {dist} but not in SHA256SUMS",
+    ]
+    release.write_sums(dist)
+    assert release.check(repo, dist, draft=True) == []
+    with zipfile.ZipFile(dist / "llcuda-0.1.0-py3-none-any.whl", "a") as zf:
+        zf.writestr("changed-after-the-tests", "x")
+    assert release.check(repo, dist, draft=True) == [
+        "llcuda-0.1.0-py3-none-any.whl does not match its sha256 in SHA256SUMS"
+    ]
+
+
 def test_release_check_wants_the_tables_cuda_version_in_the_release_build_and_the_wheels(
     repo: Path, tmp_path: Path
 ) -> None:
@@ -171,8 +195,8 @@ def test_release_check_wants_the_tables_cuda_version_in_the_release_build_and_th
     pyproject = repo / "pyproject.toml"
     pyproject.write_text(
         pyproject.read_text().replace(
-            'environment-pass = ["SOURCE_DATE_EPOCH"]',
-            'environment-pass = ["SOURCE_DATE_EPOCH"]\nenvironment = { CUDA_VERSION = "12.9" }',
+            'environment = { LLCUDA_SYSROOT = "none" }',
+            'environment = { LLCUDA_SYSROOT = "none", CUDA_VERSION = "12.9" }',
         )
     )
     hooks = repo / "ci" / "cibw.sh"
