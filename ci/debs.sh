@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Pinned Debian packages, fetched once into a cache and unpacked without dpkg (sourced, not run).
 #
 # A pin is one line, "POOL_PATH SHA256", POOL_PATH relative to the mirror ($LLCUDA_DEBIAN_MIRROR, default Debian's

@@ -20,6 +20,7 @@
 #   llcuda-sysroot.stamp   written last: the pins and this recipe; a half-made sysroot has none
 #
 # Idempotent: with the stamp unchanged it does nothing. The .deb files stay in the cache of ci/debs.sh.
+# shellcheck disable=SC2016  # the wrappers' "$sr" is expanded when they run, not here
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ci/debs.sh

@@ -40,5 +40,5 @@ cp /usr/local/share/ca-certificates/*.crt "$root.new/usr/local/share/ca-certific
 rm -rf "$root"
 mv "$root.new" "$root"
 echo "$recipe" >"$root/.llcuda-root"
-log "$root ready in $(($(date +%s) - t0)) s: glibc $(chroot "$root" /usr/bin/ldd --version | head -n1 | awk '{print $NF}'),"\
-" $(chroot "$root" /usr/bin/python3 --version)"
+glibc=$(chroot "$root" /usr/bin/ldd --version | head -n1 | awk '{print $NF}')
+log "$root ready in $(($(date +%s) - t0)) s: glibc $glibc, $(chroot "$root" /usr/bin/python3 --version)"

@@ -131,9 +131,9 @@ def highest(versions: Iterable[str]) -> dict[str, str]:
     best: dict[str, str] = {}
     for name in versions:
         family, _, number = name.partition("_")
-        if family in FAMILIES and re.fullmatch(r"\d+(\.\d+)*", number):
-            if family not in best or _key(number) > _key(best[family]):
-                best[family] = number
+        numbered = family in FAMILIES and re.fullmatch(r"\d+(\.\d+)*", number)
+        if numbered and (family not in best or _key(number) > _key(best[family])):
+            best[family] = number
     return best
 
 

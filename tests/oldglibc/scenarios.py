@@ -52,7 +52,11 @@ def embed(model: str, server: str) -> dict[str, Any]:
     with llcuda.InferenceEngine() as engine:
         engine.load_model(model, ctx_size=512, silent=True, embeddings=True)
         vectors = engine.embed(["one", "two"])
-        return {"count": len(vectors), "dims": sorted({len(v) for v in vectors}), "norm": sum(x * x for x in vectors[0])}
+        return {
+            "count": len(vectors),
+            "dims": sorted({len(v) for v in vectors}),
+            "norm": sum(x * x for x in vectors[0]),
+        }
 
 
 def bad_model(path: str) -> dict[str, Any]:
@@ -85,9 +89,11 @@ def rpc(model: str, server: str) -> dict[str, Any]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     rpc_server = str(Path(server).with_name("ggml-rpc-server"))
-    with tempfile.TemporaryDirectory() as logs, llcuda.RPCServer(
-        port=port, server_path=rpc_server, log_dir=Path(logs)
-    ) as host, llcuda.InferenceEngine() as engine:
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        llcuda.RPCServer(port=port, server_path=rpc_server, log_dir=Path(logs)) as host,
+        llcuda.InferenceEngine() as engine,
+    ):
         engine.load_model(model, ctx_size=512, silent=True, rpc=[host.endpoint])
         result = engine.infer("Hello", max_tokens=8, temperature=0)
         return {

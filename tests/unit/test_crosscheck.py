@@ -28,7 +28,9 @@ def _lib(tmp_path: Path, name: str, code: str) -> Path:
     src = tmp_path / f"{name}.c"
     src.write_text(code)
     out = tmp_path / f"{name}.so"
-    subprocess.run([shutil.which("gcc") or "gcc", "-shared", "-fPIC", "-O1", "-o", str(out), str(src), "-lm"], check=True)
+    subprocess.run(
+        [shutil.which("gcc") or "gcc", "-shared", "-fPIC", "-O1", "-o", str(out), str(src), "-lm"], check=True
+    )
     return out
 
 

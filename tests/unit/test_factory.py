@@ -557,10 +557,14 @@ def test_audit_fails_each_defect(tmp_path: Path, an_elf: bytes, case: str, expec
     elif case == "no-platform":
         files["llcuda_cpu/build_info.json"] = b'{"rpc": {"protocol": "7.0.0"}}'
     elif case == "glibc-2.29":  # exp linked on this machine's glibc: its 2.29 default version
-        files["llcuda_cpu/bin/libm.so"] = _compiled(tmp_path, "#include <math.h>\ndouble f(double x) { return exp(x); }\n")
+        files["llcuda_cpu/bin/libm.so"] = _compiled(
+            tmp_path, "#include <math.h>\ndouble f(double x) { return exp(x); }\n"
+        )
     elif case == "system-libstdc++":
         files["llcuda_cpu/bin/libllcuda-stdcxx.so"] = patched(an_elf, tmp_path, "$ORIGIN/s")
-        files["llcuda_cpu/bin/libcxx.so"] = _compiled(tmp_path, "int f(void) { return 1; }\n", "-Wl,--no-as-needed", "-lstdc++")
+        files["llcuda_cpu/bin/libcxx.so"] = _compiled(
+            tmp_path, "int f(void) { return 1; }\n", "-Wl,--no-as-needed", "-lstdc++"
+        )
     name = f"{cpu.package}-0.1.0-py3-none-manylinux_2_35_x86_64.whl" if case == "tag" else None
     with pytest.raises(FactoryError, match=expected):
         audit(make_wheel(tmp_path, cpu, files, name), cpu, install=False)
