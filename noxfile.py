@@ -437,7 +437,7 @@ def tests_oldglibc(session: nox.Session) -> None:
 def _old_glibc_tier(session: nox.Session, house: Path, args: list[str]) -> None:
     root = os.environ.get("LLCUDA_OLD_GLIBC_ROOT", "/var/cache/llcuda/bullseye-root")
     session.run("bash", str(ROOT / "ci" / "old-glibc-root.sh"), root, external=True)
-    _suite(session, house, ["tests/oldglibc", f"--old-glibc-root={root}", *args])
+    _suite(session, house, ["tests/oldglibc", f"--old-glibc-root={root}", "--run-wheels=all", *args])
 
 
 @nox.session
