@@ -18,6 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from . import wheelfile
 from .errors import FactoryError
 from .source import sha256_of
 from .targets import Target
@@ -44,6 +48,28 @@ def download_dependencies(requires_dist: list[str], dest: Path) -> list[Path]:
     before = set(dest.iterdir())
     pip_download(deps, dest)
     return sorted(set(dest.iterdir()) - before)
+
+
+def _add_marker_dependencies(bundle: Path, python_version: str, args: list[str]) -> None:
+    """The dependencies another interpreter needs that this one does not (``exceptiongroup; python_version <
+    "3.11"``). pip download --python-version picks wheels for that version but evaluates the environment markers
+    against the interpreter it runs in: evaluate them for ``python_version`` and fetch what is missing, with its own
+    dependencies, until nothing is."""
+    env = {"python_version": python_version, "python_full_version": f"{python_version}.0"}
+    for _ in range(20):  # a chain of marker-only dependencies is short; bounded all the same
+        have = {parse_wheel_name(f)[0] for f in bundle.glob("*.whl")}
+        wanted: set[str] = set()
+        for wheel in bundle.glob("*.whl"):
+            for line in wheelfile.requires(wheel):
+                req = Requirement(line)
+                if req.marker is None or "extra" in str(req.marker) or not req.marker.evaluate(env):
+                    continue
+                if canonicalize_name(req.name) not in have:
+                    wanted.add(str(Requirement(f"{req.name}{req.specifier}")))
+        if not wanted:
+            return
+        pip_download([*args, *sorted(wanted)], bundle)
+    raise FactoryError(f"the dependencies for Python {python_version} did not settle: {sorted(wanted)}")
 
 
 def parse_wheel_name(path: Path) -> tuple[str, str]:
@@ -126,6 +152,8 @@ def offline_bundle(
             pip_download(["--no-index", *args], tmp)
         except FactoryError:
             pip_download(args, tmp)
+        if python_version:
+            _add_marker_dependencies(tmp, python_version, args[:-1])  # the options, not the requirement
         files = sorted(tmp.glob("*.whl"))
         cuda = [f.name for f in files if is_cuda_runtime_wheel(parse_wheel_name(f)[0])]
         if without_cuda_wheels and cuda:

@@ -5,7 +5,7 @@ It imports only the standard library and the installed llcuda, and prints one JS
     python scenarios.py serve MODEL SERVER      load, infer, stream, chat, tokenize, detokenize with one llama-server
     python scenarios.py embed MODEL SERVER      an embeddings engine
     python scenarios.py bad-model FILE          the error a corrupt model gives
-    python scenarios.py crash MODEL             the error a killed llama-server gives, then a reload
+    python scenarios.py crash MODEL SLOW        the error a llama-server killed mid-stream gives, then a reload
     python scenarios.py rpc MODEL SERVER        a model served through an llcuda rpc-server on loopback
 """
 
@@ -67,14 +67,17 @@ def bad_model(path: str) -> dict[str, Any]:
     return {"error": None}
 
 
-def crash(model: str) -> dict[str, Any]:
+def crash(model: str, slow: str) -> dict[str, Any]:
+    """llama-server killed mid-stream (a model slow enough that 3000 tokens take seconds), then a reload."""
     with llcuda.InferenceEngine() as engine:
-        engine.load_model(model, ctx_size=512, silent=True)
+        engine.load_model(slow, ctx_size=4096, silent=True, threads=1)
         assert engine.server.process is not None
+        stream = engine.infer_stream("Hello", max_tokens=3000, temperature=0)
+        next(stream)
         engine.server.process.send_signal(signal.SIGKILL)
-        engine.server.process.wait()
         try:
-            engine.infer("Hello", max_tokens=4)
+            for _ in stream:
+                pass
             error: dict[str, Any] = {"error": None}
         except llcuda.LLCudaError as err:
             error = {"error": type(err).__name__, "message": str(err)}

@@ -53,6 +53,7 @@ def bullseye(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         pytest.fail(f"no llcuda {project.version()} runtime wheel in {WHEELHOUSE}; `nox -s wheels` builds it")
     work = tmp_path_factory.mktemp("bullseye")
     write_tiny_llama(work / "tiny-llama.gguf")
+    write_tiny_llama(work / "slow-llama.gguf", n_layer=4, n_embd=256, n_ff=1024, n_ctx=4096)
     shutil.copy(HERE / "scenarios.py", work / "scenarios.py")
     (work / "wheelhouse").mkdir()
     with OldRoot(root_dir, work) as root:
@@ -134,9 +135,10 @@ def test_a_corrupt_model_is_a_model_error(bullseye: Bullseye) -> None:
     assert f"llama-server could not load {WORK}/corrupt.gguf" in str(out["message"])
 
 
-def test_a_killed_server_is_a_crash_error_and_the_engine_reloads(bullseye: Bullseye) -> None:
-    out = bullseye.scenario("crash", bullseye.model)
+def test_a_server_killed_mid_stream_is_a_crash_error_and_the_engine_reloads(bullseye: Bullseye) -> None:
+    out = bullseye.scenario("crash", bullseye.model, f"{WORK}/slow-llama.gguf")
     assert out["error"] == "ServerCrashedError"
+    assert "last server output" in str(out["message"])
     assert out["reloaded"] is True
 
 
@@ -167,7 +169,8 @@ def test_offline_install_of_a_nocuda_bundle_made_for_python_3_9(bullseye: Bullse
     root.run([*cmd, f"llcuda[cc75]=={project.version()}"], venv=venv, network=False)
     server = f"{venv}/lib/python3.9/site-packages/llcuda_cc75/bin/llama-server"
     version = root.run([server, "--version"], network=False)
-    assert "version: 11312" in version.stdout + version.stderr
+    pin = project.llama_cpp_pin()
+    assert f"(build {pin.tag[1:]}, commit {pin.commit[:7]})" in version.stdout + version.stderr
 
 
 def _requires(bundle: Path, package: str) -> list[str]:
