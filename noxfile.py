@@ -287,7 +287,7 @@ DIST = ROOT / "dist"
 
 @nox.session
 def release(session: nox.Session) -> None:
-    """The release's dress rehearsal, everything but the upload: `-- [--build-only | --from-dist]`.
+    """The release's dress rehearsal, everything but the upload: `-- [--build-only | --from-dist] [--draft]`.
 
     1. Build every wheel with the README's recipe (`nox -s wheels`) and the sdist; dist/ gets exactly those files
        and SHA256SUMS (`--build-only` stops here: the release workflow's build job).
@@ -296,13 +296,17 @@ def release(session: nox.Session) -> None:
     4. Every dependency into dist-deps/ beside it; each extra installs in a fresh venv with no network
        (`unshare -n`) from dist/ and dist-deps/ only.
     5. The whole suite and the old-glibc tier (as root) against dist/. The workflow publishes what passed.
+
+    `--draft` accepts a CHANGELOG entry still marked unreleased (a rehearsal before the release commit).
     """
     from llcuda_factory import release as rel
 
     args = set(session.posargs)
+    draft = ["--draft"] if "--draft" in args else []  # a rehearsal before the CHANGELOG entry is dated
+    args -= {"--draft"}
     unknown = args - {"--build-only", "--from-dist"}
     if unknown or len(args) > 1:
-        session.error(f"nox -s release -- [--build-only | --from-dist], not {' '.join(session.posargs)}")
+        session.error(f"nox -s release -- [--build-only | --from-dist] [--draft], not {' '.join(session.posargs)}")
     if "--from-dist" not in args:
         targets = list(all_targets().values())
         _build(session, targets, House(WHEELHOUSE, BUILD))
@@ -319,7 +323,7 @@ def release(session: nox.Session) -> None:
     elif not (DIST / rel.SUMS).is_file():
         session.error("--from-dist: dist/SHA256SUMS is missing (nox -s release -- --build-only writes it)")
     session.install(*_group("build"), "twine>=6.1")
-    _factory(session, "check-release", str(DIST))  # the sums, versions, pins, tags, changelog
+    _factory(session, "check-release", str(DIST), *draft)  # the sums, versions, pins, tags, changelog
     session.run("twine", "check", "--strict", *[str(p) for p in sorted(DIST.iterdir()) if p.name != rel.SUMS])
     deps = DIST.parent / "dist-deps"
     shutil.rmtree(deps, ignore_errors=True)
@@ -338,7 +342,7 @@ def release(session: nox.Session) -> None:
         _old_glibc_tier(session, house, [])
     else:
         session.warn("not root: the old-glibc tier and the netns tests did not run (the release workflow runs them)")
-    _factory(session, "check-release", str(DIST))  # nothing in dist/ changed while it was tested
+    _factory(session, "check-release", str(DIST), *draft)  # nothing in dist/ changed while it was tested
     session.log(f"dist/ tested: {(DIST / rel.SUMS).read_text().count(chr(10))} files, {DIST / rel.SUMS}")
 
 
