@@ -59,9 +59,13 @@ def test_every_elf_finds_its_libraries_through_relative_runpaths(installed: Inst
     system_driver = "libcuda.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
     elfs = [p for p in pkg.rglob("*") if p.is_file() and is_elf(p)]
     assert len(elfs) > 10
+    shipped = {p.name for p in elfs}
     for elf in elfs:
         entries = runpath(elf)
-        assert entries, f"{elf.name} has no RUNPATH"
+        # Every ELF that needs a library of the wheel finds it through $ORIGIN; the C++ runtime needs only the
+        # system's glibc and libgcc_s, and carries no RUNPATH.
+        if set(needed(elf)) & shipped:
+            assert entries, f"{elf.name} has no RUNPATH"
         assert all(e.startswith("$ORIGIN") for e in entries), (elf.name, entries)
         ldd = subprocess.run(["ldd", str(elf)], capture_output=True, text=True).stdout
         missing = re.findall(r"^\s*(\S+) => not found", ldd, re.MULTILINE)
