@@ -40,5 +40,5 @@ cp /usr/local/share/ca-certificates/*.crt "$root.new/usr/local/share/ca-certific
 rm -rf "$root"
 mv "$root.new" "$root"
 echo "$recipe" >"$root/.llcuda-root"
-glibc=$(chroot "$root" /usr/bin/ldd --version | head -n1 | awk '{print $NF}')
+glibc=$(chroot "$root" /usr/bin/ldd --version | awk 'NR == 1 {print $NF}')  # awk reads it all: no SIGPIPE
 log "$root ready in $(($(date +%s) - t0)) s: glibc $glibc, $(chroot "$root" /usr/bin/python3 --version)"
