@@ -330,13 +330,15 @@ def release(session: nox.Session) -> None:
     for wheel in sorted(DIST.glob("*.whl")):
         _factory(session, "deps", str(wheel), "--dest", str(deps))
     _install_offline(session, DIST, deps)
-    # The suite reads a wheelhouse: dist/'s files and deps/, linked (the tests write bundles beside them).
+    # The suite reads a wheelhouse: dist/'s files and deps/, hard-linked (the same bytes; a symlink would point
+    # outside the old-glibc root, where the tier mounts the wheelhouse), and the tests write bundles beside them.
     house = DIST.parent / ".release-house"
     shutil.rmtree(house, ignore_errors=True)
-    house.mkdir()
+    (house / "deps").mkdir(parents=True)
     for f in DIST.iterdir():
-        (house / f.name).symlink_to(f)
-    (house / "deps").symlink_to(deps)
+        os.link(f, house / f.name)
+    for f in deps.iterdir():
+        os.link(f, house / "deps" / f.name)
     _suite(session, house, ["tests", "--run-wheels=all", *(["--netns=require"] if os.geteuid() == 0 else [])])
     if os.geteuid() == 0:
         _old_glibc_tier(session, house, [])
