@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "factory"))
 
 from llcuda_factory.errors import FactoryError  # noqa: E402
 from llcuda_factory.targets import Target, all_targets, get_target  # noqa: E402
+from llcuda_factory.variants import is_variant_file  # noqa: E402
 
 # Both can be moved (the factory's own tests build into temporary directories).
 WHEELHOUSE = Path(os.environ.get("LLCUDA_WHEELHOUSE", ROOT / "wheelhouse")).resolve()
@@ -117,8 +118,9 @@ def _download_deps(session: nox.Session, wheel: Path, house: House) -> None:
 
 
 def _replace_older(house: House, pattern: str, new: Path) -> None:
+    """Remove older builds of ``new``; the llcuda wheel's variants are replaced by the factory's `variants`."""
     for old in house.wheelhouse.glob(pattern):
-        if old.name != new.name:
+        if old.name != new.name and not is_variant_file(old):
             old.unlink()
 
 
@@ -129,6 +131,7 @@ def _build_runtime_wheel(session: nox.Session, house: House, env: dict[str, str]
     (whl,) = out.glob("llcuda-*.whl")
     _download_deps(session, whl, house)
     _replace_older(house, "llcuda-*.whl", whl)
+    _factory(session, "variants", str(whl), "--dest", str(house.wheelhouse), env=env)
     _publish(whl, house.wheelhouse)
 
 
@@ -314,20 +317,23 @@ def release(session: nox.Session) -> None:
         DIST.mkdir()
         _runtime_sdist(session, DIST)
         for pattern in ["llcuda-*.whl", *(f"{t.package}-*.whl" for t in targets)]:
-            (wheel,) = sorted(WHEELHOUSE.glob(pattern))
+            (wheel,) = sorted(p for p in WHEELHOUSE.glob(pattern) if not is_variant_file(p))
             shutil.copy2(wheel, DIST / wheel.name)
+        for variant in sorted(p for p in WHEELHOUSE.glob("llcuda-*") if is_variant_file(p)):
+            shutil.copy2(variant, DIST / variant.name)  # PyPI may not take these: the release indexes them too
         session.log(f"dist/: {', '.join(sorted(p.name for p in DIST.iterdir()))}")
         rel.write_sums(DIST)
         if "--build-only" in args:
             return
     elif not (DIST / rel.SUMS).is_file():
         session.error("--from-dist: dist/SHA256SUMS is missing (nox -s release -- --build-only writes it)")
-    session.install(*_group("build"), "twine>=6.1")
+    session.install(*_group("build"), "twine>=6.1", *[r for r in _group("test") if r.startswith("uv==")])
     _factory(session, "check-release", str(DIST), *draft)  # the sums, versions, pins, tags, changelog
-    session.run("twine", "check", "--strict", *[str(p) for p in sorted(DIST.iterdir()) if p.name != rel.SUMS])
+    pypi = [p for p in sorted(DIST.iterdir()) if p.name != rel.SUMS and not is_variant_file(p)]
+    session.run("twine", "check", "--strict", *map(str, pypi))  # the files PyPI takes
     deps = DIST.parent / "dist-deps"
     shutil.rmtree(deps, ignore_errors=True)
-    for wheel in sorted(DIST.glob("*.whl")):
+    for wheel in sorted(p for p in DIST.glob("*.whl") if not is_variant_file(p)):
         _factory(session, "deps", str(wheel), "--dest", str(deps))
     _install_offline(session, DIST, deps)
     # The suite reads a wheelhouse: dist/'s files and deps/, hard-linked (the same bytes; a symlink would point
@@ -374,6 +380,17 @@ def _install_offline(session: nox.Session, dist: Path, deps: Path) -> None:
             if target not in [b["target"] for b in json.loads(str(listed))]:
                 session.error(f"{spec} installed, but `llcuda backends` does not list {target}: {listed}")
             session.log(f"{spec}: installed with no network from dist/ and dist-deps/")
+    # uv and the llcuda wheel's variants: with no GPU here, the null variant brings the cpu backend
+    with tempfile.TemporaryDirectory(prefix="llcuda-release-uv-") as tmp:
+        venv = Path(tmp) / "venv"
+        session.run("uv", "venv", "-q", "--python", sys.executable, str(venv))
+        uv = ["uv", "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "--no-index", "--no-cache"]
+        uv += ["--preview-features", "wheel-variants", "--find-links", str(dist), "--find-links", str(deps)]
+        session.run(*_unshared_network(), *uv, f"llcuda=={version()}", external=True)
+        listed = session.run(str(venv / "bin" / "llcuda"), "backends", "--json", external=True, silent=True)
+        if [b["target"] for b in json.loads(str(listed))] != ["cpu"]:
+            session.error(f"uv installed llcuda's variants with no GPU, and `llcuda backends` says: {listed}")
+        session.log("uv pip install llcuda (wheel variants): the cpu backend, with no network and no GPU")
 
 
 def _unshared_network() -> list[str]:

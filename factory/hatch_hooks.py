@@ -42,19 +42,8 @@ def _factory(root: Path, module: str) -> ModuleType:
 
 
 def runtime_table(root: Path) -> dict[str, Any]:
-    """What the runtime knows of each target: its description, CUDA version and parsed architectures."""
-    targets = _factory(root, "targets").all_targets(root / "targets.toml")
-    return {
-        "targets": [
-            {
-                "name": t.name,
-                "description": t.description,
-                "cuda": t.cuda,
-                "archs": [a.as_json() for a in t.archs],
-            }
-            for t in targets.values()
-        ]
-    }
+    """What the runtime knows of each target (``llcuda_factory.targets.runtime_table``)."""
+    return dict(_factory(root, "targets").runtime_table(root / "targets.toml"))
 
 
 class ExtrasHook(MetadataHookInterface):

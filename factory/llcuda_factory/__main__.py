@@ -183,6 +183,36 @@ def _cmd_bump_llama(args: argparse.Namespace) -> None:
     print("Now: fetch the new source (`nox -s prepare`), build (`nox -s wheels`), add a CHANGELOG entry.")
 
 
+def _cmd_variants(args: argparse.Namespace) -> None:
+    from . import variants
+
+    if args.plan:
+        for v in variants.plan(args.plan):
+            print(
+                json.dumps({"target": v.target, "label": v.label, "properties": v.properties, "requires": v.requires})
+            )
+        return
+    if not args.wheel:
+        raise FactoryError("name the plain llcuda wheel (or --plan VERSION)")
+    for path in variants.write_variants(Path(args.wheel), Path(args.dest)):
+        print(path)
+
+
+def _cmd_variants_index(args: argparse.Namespace) -> None:
+    from . import variants
+
+    print(variants.write_index(Path(args.dist), Path(args.out)))
+
+
+def _cmd_publish_split(args: argparse.Namespace) -> None:
+    from . import release
+
+    files, index = release.split_for_publishing(Path(args.dist), Path(args.pypi), Path(args.pages))
+    for f in files:
+        print(f)
+    print(index)
+
+
 def _cmd_audit(args: argparse.Namespace) -> None:
     from . import audit
 
@@ -272,6 +302,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default=None, help="llama.cpp's release tag of the commit (bNNNN)")
     p.add_argument("--sdist", default=None, help="a downloaded llama_cpp_python-VERSION.tar.gz (offline)")
     p.set_defaults(func=_cmd_bump_llama)
+    p = sub.add_parser("variants", help="write the llcuda wheel's variants and their variants.json (uv picks one)")
+    p.add_argument("wheel", nargs="?", default=None, help="the plain llcuda wheel")
+    p.add_argument("--dest", default="wheelhouse")
+    p.add_argument("--plan", default=None, metavar="VERSION", help="print each variant's properties, write nothing")
+    p.set_defaults(func=_cmd_variants)
+    p = sub.add_parser("variants-index", help="write a PEP 503 index (OUT/simple/) of the llcuda wheel's variants")
+    p.add_argument("dist", help="where the plain wheel, the variants and variants.json are")
+    p.add_argument("out")
+    p.set_defaults(func=_cmd_variants_index)
+    p = sub.add_parser("publish-split", help="a tested dist/ as published: PyPI's files, and the Pages index")
+    p.add_argument("dist")
+    p.add_argument("--pypi", required=True, help="gets copies of the sdist and the wheels PyPI takes")
+    p.add_argument("--pages", required=True, help="gets simple/, the index of the llcuda wheel's variants")
+    p.set_defaults(func=_cmd_publish_split)
     p = sub.add_parser("audit", help="run the audit gate on a repaired wheel")
     p.add_argument("wheel")
     p.add_argument("--target", required=True)

@@ -89,3 +89,18 @@ def runtime_module(name: str, root: Path = REPO_ROOT) -> ModuleType:
         sys.modules[key] = module
         spec.loader.exec_module(module)
     return sys.modules[key]
+
+
+def runtime_package_module(name: str, root: Path = REPO_ROOT) -> ModuleType:
+    """A module of the runtime package that uses its siblings (``llcuda.fit``), loaded from ``root``'s source tree
+    under the name ``_llcuda_runtime``, so that it never mixes with an installed llcuda."""
+    package = "_llcuda_runtime"
+    if package not in sys.modules:
+        init = root / "python" / "llcuda" / "__init__.py"
+        spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[str(init.parent)])
+        if spec is None or spec.loader is None:
+            raise FactoryError(f"cannot load {init}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{package}.{name}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT, backends, project, source, toolchain, toolkit
+from . import REPO_ROOT, backends, project, source, toolchain, toolkit, variants
 from .errors import FactoryError
 from .project import TABLE
 from .targets import all_targets
@@ -64,6 +65,7 @@ def check(root: Path = REPO_ROOT, dist: Path | None = None, *, draft: bool = Fal
         *backends.problems(all_targets(root / TABLE), root),
         *_check_cuda_versions(root, table, dist),
         *(_check_dist(dist, rel, sorted(table["targets"])) if dist is not None else []),
+        *(_check_variants(dist, rel, root) if dist is not None else []),
     ]
 
 
@@ -112,7 +114,7 @@ def _check_dist(dist: Path, rel: Release, targets: list[str]) -> list[str]:
             if not wheel.name.endswith(f"-py3-none-{platform}.whl"):
                 problems.append(f"{wheel.name} is not tagged py3-none-{platform} (targets.toml [toolchain])")
     expected = {f'llcuda-{t}=={rel.version}; extra == "{t}"' for t in targets}
-    found = sorted([*dist.glob("llcuda*.whl"), *dist.glob("llcuda*.tar.gz")])
+    found = sorted([*dist.glob("llcuda*.whl"), *dist.glob("llcuda*.tar.gz"), *dist.glob("llcuda*-variants.json")])
     if not found:
         problems.append(f"{dist}: no llcuda wheel or sdist")
     for path in found:
@@ -123,6 +125,36 @@ def _check_dist(dist: Path, rel: Release, targets: list[str]) -> list[str]:
             extras = {r.replace("'", '"') for r in wheel_requires(path) if "extra ==" in r}
             if extras != expected:
                 problems.append(f"{path.name}: extras {sorted(extras)} are not {sorted(expected)}")
+    return problems
+
+
+def _check_variants(dist: Path, rel: Release, root: Path) -> list[str]:
+    """The llcuda wheel's variants: one per row with the properties the runtime's rule gives it, each requiring
+    its backend exactly, and the ``variants.json`` that describes them; none at all is a release without them."""
+    present = sorted(p for p in dist.iterdir() if variants.is_variant_file(p))
+    if not present:
+        return [f"{dist}: no wheel variants of llcuda (`llcuda_factory variants` writes them)"]
+    problems: list[str] = []
+    plan = variants.plan(rel.version, root / TABLE, root)
+    index_name = f"llcuda-{rel.version}-variants.json"
+    wanted = {v.file_name(rel.version) for v in plan} | {index_name}
+    names = {p.name for p in present}
+    problems += [f"{dist}: {n} is missing" for n in sorted(wanted - names)]
+    problems += [f"{dist}: {n} is not a variant of this release" for n in sorted(names - wanted)]
+    if index_name in names:
+        listed = json.loads((dist / index_name).read_text()).get("variants", {})
+        for v in plan:
+            props: dict[str, list[str]] = {}
+            for prop in v.properties:
+                _, feature, value = (x.strip() for x in prop.split("::"))
+                props.setdefault(feature, []).append(value)
+            got = {f: sorted(vals) for f, vals in listed.get(v.label, {}).get("nvidia", {}).items()}
+            if v.label not in listed or got != {f: sorted(vals) for f, vals in props.items()}:
+                problems.append(f"{index_name}: variant {v.label} is {listed.get(v.label)}, the rule gives {props}")
+    for v in plan:
+        wheel = dist / v.file_name(rel.version)
+        if wheel.is_file() and v.requires not in wheel_requires(wheel):
+            problems.append(f"{wheel.name} does not require {v.requires}")
     return problems
 
 
@@ -144,6 +176,21 @@ def _check_sums(dist: Path) -> list[str]:
         if source.sha256_of(dist / n) != listed[n]
     ]
     return problems
+
+
+def split_for_publishing(dist: Path, pypi: Path, pages: Path) -> tuple[list[Path], Path]:
+    """The tested ``dist/`` as it is published: ``pypi`` gets copies of the files PyPI takes (the sdist and the
+    wheels), ``pages/simple/`` the PEP 503 index of the llcuda wheel's variants, which PyPI may not take
+    (:func:`variants.write_index`). Refuses a ``dist/`` that fails its ``SHA256SUMS``."""
+    bad = _check_sums(dist)
+    if bad or not (dist / SUMS).is_file():
+        raise FactoryError("; ".join(bad) or f"{dist}/{SUMS} is missing: publish only a tested dist/")
+    pypi.mkdir(parents=True, exist_ok=True)
+    files = []
+    for f in sorted(dist.iterdir()):
+        if f.name != SUMS and not variants.is_variant_file(f):
+            files.append(Path(shutil.copy2(f, pypi / f.name)))
+    return files, variants.write_index(dist, pages)
 
 
 def write_sums(dist: Path) -> Path:

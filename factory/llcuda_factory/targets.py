@@ -131,3 +131,36 @@ def get_target(name: str, path: Path = TABLE) -> Target:
     except KeyError:
         known = ", ".join(sorted(targets))
         raise FactoryError(f"unknown target {name!r}; the targets are: {known} (see targets.toml)") from None
+
+
+def runtime_table(path: Path = TABLE) -> dict[str, Any]:
+    """The rows as the runtime knows them (``llcuda/_targets.json``, read by ``llcuda.catalog``): name,
+    description, CUDA version, parsed architectures and, for a CUDA row, the oldest driver that runs its CUDA
+    runtime, the floor that ``llcuda.fit`` and the wheel variants share."""
+    from .toolkit import runtime_wheels  # toolkit imports this module
+
+    rows = []
+    for t in all_targets(path).values():
+        row: dict[str, Any] = {
+            "name": t.name,
+            "description": t.description,
+            "cuda": t.cuda,
+            "archs": [a.as_json() for a in t.archs],
+        }
+        if t.is_cuda:
+            row["driver_floor"] = runtime_wheels(t.cuda_version[0]).driver_floor
+        rows.append(row)
+    return {"targets": rows, "variants_index": variants_index(path)}
+
+
+def pages_url(path: Path = TABLE) -> str:
+    """The project's GitHub Pages (``[pages] url``): the documentation."""
+    url = project.load_toml(path).get("pages", {}).get("url")
+    if not isinstance(url, str) or not re.fullmatch(r"https://\S+/", url):
+        raise FactoryError(f"{path}: [pages] url must be an https URL ending in /")
+    return url
+
+
+def variants_index(path: Path = TABLE) -> str:
+    """Where each release publishes the llcuda wheel's variants: the PEP 503 index at ``simple/`` on the Pages."""
+    return f"{pages_url(path)}simple/"

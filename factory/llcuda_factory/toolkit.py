@@ -46,6 +46,7 @@ class RuntimeWheels:
     lib_dirs: tuple[str, ...]  # where they unpack, relative to site-packages (RUNPATHs point there)
     sonames: tuple[str, ...]  # what libggml-cuda.so needs from them (auditwheel never grafts these)
     driver_floor: str  # the oldest driver that runs this major's runtime (minor-version compatibility)
+    floor_cuda: str  # the CUDA version of that driver, as nvidia-smi and the variant provider name it ("12.0")
 
 
 # NVIDIA's CUDA compatibility guide (minor-version compatibility floors, Linux x86_64). CUDA 13's wheels drop
@@ -57,6 +58,7 @@ RUNTIME_WHEELS = {
         ("nvidia/cuda_runtime/lib", "nvidia/cublas/lib"),
         ("libcudart.so.11.0", "libcublas.so.11", "libcublasLt.so.11"),
         "450.80.02",
+        "11.0",
     ),
     12: RuntimeWheels(
         "nvidia-cuda-runtime-cu12",
@@ -64,6 +66,7 @@ RUNTIME_WHEELS = {
         ("nvidia/cuda_runtime/lib", "nvidia/cublas/lib"),
         ("libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12"),
         "525.60.13",
+        "12.0",
     ),
     13: RuntimeWheels(
         "nvidia-cuda-runtime",
@@ -71,6 +74,7 @@ RUNTIME_WHEELS = {
         ("nvidia/cu13/lib",),
         ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13"),
         "580.65.06",
+        "13.0",
     ),
 }
 # The driver never grafted into a wheel, whatever the major.

@@ -4,7 +4,9 @@
   ``pip install --no-index --find-links``;
 - :func:`offline_bundle` writes ``offline-<targets>/``: the llcuda wheel, the backend wheel(s), every run-time
   dependency (the NVIDIA CUDA wheels included) and a ``requirements.txt`` pinning each file by sha256, so that
-  ``pip install --no-index --find-links <dir> "llcuda[cc50]"`` works on a machine with no network at all.
+  ``pip install --no-index --find-links <dir> "llcuda[cc50]"`` works on a machine with no network at all. A
+  bundle of every target also carries the llcuda wheel's variants and their ``variants.json``, so that uv picks
+  the backend by GPU offline; pip never sees them.
   With ``without_cuda_wheels`` it leaves out NVIDIA's CUDA runtime wheels, for machines that already have them
   (Colab, Kaggle): ``offline-<targets>-nocuda/``.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from . import wheelfile
+from . import variants, wheelfile
 from .errors import FactoryError
 from .source import sha256_of
 from .targets import Target
@@ -99,7 +101,7 @@ def is_cuda_runtime_wheel(name: str) -> bool:
 
 
 def _find_one(wheelhouse: Path, pattern: str, hint: str) -> Path:
-    found = sorted(wheelhouse.glob(pattern))
+    found = sorted(p for p in wheelhouse.glob(pattern) if not variants.is_variant_file(p))
     if not found:
         raise FactoryError(f"no {pattern} in {wheelhouse}: {hint}")
     return found[-1]
@@ -163,6 +165,10 @@ def offline_bundle(
         if missing:
             raise FactoryError(f"the bundle lacks {', '.join(missing)}")
         (tmp / "requirements.txt").write_text(requirements_with_hashes(files, {"llcuda": names}))
+        # uv's wheel variants, for a bundle of every row: `uv pip install --preview-features wheel-variants
+        # --no-index --find-links <dir> llcuda` picks the backend by GPU with no network.
+        for extra in variants.bundle_variants(wheelhouse, version, targets):
+            shutil.copy2(extra, tmp / extra.name)
         if out.exists():
             shutil.rmtree(out)
         tmp.replace(out)

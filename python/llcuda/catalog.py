@@ -35,6 +35,7 @@ class TargetInfo:
     description: str
     cuda: str | None
     archs: tuple[CudaArch, ...]
+    driver_floor: str | None = None  # the oldest NVIDIA driver that runs its CUDA runtime; None for the CPU row
 
     @property
     def is_cuda(self) -> bool:
@@ -51,13 +52,26 @@ def targets() -> tuple[TargetInfo, ...]:
             "llcuda's table of backend targets (_targets.json) is missing: it is written when the llcuda wheel is "
             "built. Reinstall llcuda (from a source checkout: pip install -e .)."
         ) from None
-    rows = json.loads(text)["targets"]
+    return parse(json.loads(text))
+
+
+def variants_index() -> str:
+    """The package index where each release publishes the llcuda wheel's variants, for uv (``simple/`` under
+    ``[pages] url`` of targets.toml)."""
+    targets()  # the same file, the same error when it is missing
+    text = resources.files("llcuda").joinpath("_targets.json").read_text(encoding="utf-8")
+    return str(json.loads(text)["variants_index"])
+
+
+def parse(table: dict[str, Any]) -> tuple[TargetInfo, ...]:
+    """The rows of a ``_targets.json`` document (the factory reads its own table through this too)."""
     return tuple(
         TargetInfo(
             name=str(row["name"]),
             description=str(row["description"]),
             cuda=row.get("cuda"),
             archs=tuple(CudaArch.from_json(a) for a in row.get("archs", [])),
+            driver_floor=row.get("driver_floor"),
         )
-        for row in rows
+        for row in table["targets"]
     )

@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -63,13 +64,25 @@ def _doctor(args: argparse.Namespace) -> int:
     except LLCudaError as err:
         print(f"llama-server: not found ({str(err).splitlines()[-1]})")
     print(report["recommendation"])
+    print(f"install for this machine: {report['install_pip']}")
+    print(f"  or with uv, which picks the backend by GPU (a preview): {report['install_uv']}")
     return 0
 
 
 def _backends(args: argparse.Namespace) -> int:
+    from .discovery import find_llama_server
+
     found = backends()
+    try:  # however each was installed (an extra, a wheel variant), the one discovery picks for this GPU runs
+        runs: Path | None = find_llama_server()
+    except LLCudaError:
+        runs = None
     if args.json:
-        print(json.dumps([{"target": b.target, "path": str(b.package_dir), **b.build_info} for b in found], indent=2))
+        listed = [
+            {"target": b.target, "path": str(b.package_dir), "runs": b.llama_server == runs, **b.build_info}
+            for b in found
+        ]
+        print(json.dumps(listed, indent=2))
         return 0
     if not found:
         print('no backend installed: pip install "llcuda[cc50]" (or cc75, cpu)')
@@ -82,7 +95,10 @@ def _backends(args: argparse.Namespace) -> int:
             if cuda["architectures"]
             else "CPU"
         )
-        print(f"llcuda-{b.target}: llama.cpp {info['llama_cpp']['tag']} ({where}) {b.llama_server}")
+        mark = "  <- runs" if b.llama_server == runs else ""
+        print(f"llcuda-{b.target}: llama.cpp {info['llama_cpp']['tag']} ({where}) {b.llama_server}{mark}")
+    if runs is not None and all(b.llama_server != runs for b in found):
+        print(f"runs: {runs} (LLAMA_SERVER_PATH or a build outside llcuda's backends)")
     return 0
 
 

@@ -5,7 +5,7 @@ llcuda's targets from :mod:`llcuda.catalog`."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from . import catalog
@@ -72,16 +72,30 @@ def driver_problem(backend: Backend, gpu: GPU | None) -> str | None:
     )
 
 
+def runs_cuda_runtime(target: TargetInfo, gpu: GPU) -> bool:
+    """Whether ``gpu``'s driver runs ``target``'s CUDA runtime at all: at least the row's driver floor (CUDA 12's
+    minor-version compatibility: 525.60.13, the CUDA 12.0 driver). A driver of unknown version is given the benefit
+    of the doubt."""
+    if not target.driver_floor or not gpu.driver_version:
+        return True
+    return _version_tuple(gpu.driver_version) >= _version_tuple(target.driver_floor)
+
+
 def target_for(gpu: GPU | None, table: tuple[TargetInfo, ...] | None = None) -> str:
     """The target of llcuda's table that suits ``gpu`` best: machine code for it (the newest such arch), else
-    PTX it can JIT (the newest), else the CPU build."""
+    PTX it can JIT (the newest), else the CPU build. A CUDA row whose runtime the GPU's driver is too old for
+    does not count. This is the rule the llcuda wheel variants encode (``llcuda_factory.variants``), so that uv
+    picks the backend ``llcuda doctor`` recommends.
+
+    The PTX-JIT driver floor (a newer driver, for a GPU newer than the row's archs) is not part of the choice: the
+    row still serves that GPU once the driver is updated, and :func:`driver_problem` names the driver needed."""
     table = catalog.targets() if table is None else table
     cpu = next((t.name for t in table if not t.is_cuda), "cpu")
     if gpu is None:
         return cpu
     best: tuple[int, int, str] | None = None
     for t in table:
-        fit = arch_fit(t.archs, gpu.cc) if t.is_cuda else "unsupported"
+        fit = arch_fit(t.archs, gpu.cc) if t.is_cuda and runs_cuda_runtime(t, gpu) else "unsupported"
         if fit in ("native", "ptx"):
             newest = max(a.cc for a in t.archs if a.cc <= gpu.cc)
             key = (1 if fit == "native" else 0, newest, t.name)
@@ -90,11 +104,19 @@ def target_for(gpu: GPU | None, table: tuple[TargetInfo, ...] | None = None) -> 
 
 
 def rank_backends(installed: list[Backend], gpu: GPU | None) -> list[Backend]:
-    """Usable backends for ``gpu``, best first: native SASS, then PTX JIT, then CPU-only builds."""
+    """Usable backends for ``gpu``, best first: native SASS, then PTX JIT, then CPU-only builds; within each, the
+    newest architecture the GPU can run first, as :func:`target_for` ranks the table. So when a wheel variant and
+    an extra bring two backends, the one that runs is the one ``llcuda doctor`` recommends."""
     usable = [(b, backend_fit(b, gpu)) for b in installed]
     usable = [(b, f) for b, f in usable if f != "unsupported"]
+
+    def newest(b: Backend) -> int:
+        return max((a.cc for a in b.archs if gpu is not None and a.cc <= gpu.cc), default=0)
+
     # With no GPU, a plain CPU build before a CUDA build running on the CPU.
-    return [b for b, f in sorted(usable, key=lambda bf: (_FIT_RANK[bf[1]], bool(bf[0].archs), bf[0].target))]
+    return [
+        b for b, f in sorted(usable, key=lambda bf: (_FIT_RANK[bf[1]], bool(bf[0].archs), -newest(bf[0]), bf[0].target))
+    ]
 
 
 def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backend] | None = None) -> dict[str, Any]:
@@ -103,8 +125,9 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
     Keys: ``platform``, ``gpu_name``, ``compute_capability`` (e.g. ``"5.0"``), ``compatible``, ``reason``
     (as before, for the first GPU), plus ``gpus`` (every GPU), ``gpu_count``, ``memory_total_mb`` and
     ``memory_free_mb`` (all GPUs together), ``backends`` (target -> native/ptx/cpu/unsupported), ``driver_problems``
-    (target -> why the driver is too old, naming the version needed), ``recommended_target`` and
-    ``recommendation``.
+    (target -> why the driver is too old, naming the version needed), ``recommended_target``,
+    ``recommendation``, and the install line for this machine with pip (``install_pip``) and with uv's wheel
+    variants (``install_uv``, which picks the same backend).
     """
     gpus = detect_gpus() if gpus is None else gpus
     installed = backends() if installed is None else installed
@@ -113,6 +136,8 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
     drivers = {b.target: why for b in installed if (why := driver_problem(b, gpu))}
     want = target_for(gpu)
     install = f'pip install "llcuda[{want}]"'
+    # uv picks the same backend itself, from the llcuda wheel's variants (a preview of draft standards)
+    install_uv = f"uv pip install --preview-features wheel-variants --extra-index-url {catalog.variants_index()} llcuda"
     if gpu is None:
         compatible = bool(installed)
         reason = "No NVIDIA GPU or driver found; llama-server runs on the CPU."
@@ -135,6 +160,13 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
         else:
             reason = f"No installed backend has code for {gpu.name} (CC {cc})."
             recommendation = f"Install the backend for this GPU: {install}"
+            for_gpu = target_for(replace(gpu, driver_version=""))  # what a new enough driver would run
+            if for_gpu != want:
+                floor = next(t.driver_floor for t in catalog.targets() if t.name == for_gpu)
+                recommendation = (
+                    f"NVIDIA driver {gpu.driver_version} is too old for llcuda-{for_gpu} (it needs >= {floor}): "
+                    f'update the driver, then pip install "llcuda[{for_gpu}]"; until then {install} runs on the CPU.'
+                )
     if len(gpus) > 1:
         reason += (
             f" {len(gpus)} GPUs, {sum(g.memory_total_mb for g in gpus)} MiB in all: llama-server splits a model "
@@ -164,4 +196,6 @@ def check_gpu_compatibility(gpus: list[GPU] | None = None, installed: list[Backe
         "driver_problems": drivers,
         "recommended_target": want,
         "recommendation": recommendation,
+        "install_pip": install,
+        "install_uv": install_uv,
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_factory import REPO_ROOT, release, toolkit
+from llcuda_factory import REPO_ROOT, release, toolkit, variants
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.project import llama_cpp_pin
 from llcuda_factory.reproducible import compare_wheels
@@ -130,6 +130,23 @@ def _wheel(path: Path, name: str, version: str, requires: list[str], cuda: str |
     return path
 
 
+def _variants(dist: Path, version: str) -> list[Path]:
+    """Stand-ins for the llcuda wheel's variants and their variants.json, as the rule gives them (the real files
+    are made by variantlib: tests/unit/test_variants.py)."""
+    files, listed = [], {}
+    extras = [f'llcuda-{t}=={version}; extra == "{t}"' for t in all_targets()]
+    for v in variants.plan(version):
+        files.append(_wheel(dist / v.file_name(version), "llcuda", version, [*extras, v.requires]))
+        props: dict[str, list[str]] = {}
+        for prop in v.properties:
+            _, feature, value = (x.strip() for x in prop.split("::"))
+            props.setdefault(feature, []).append(value)
+        listed[v.label] = {"nvidia": props} if props else {}
+    index = dist / f"llcuda-{version}-variants.json"
+    index.write_text(json.dumps({"variants": listed}))
+    return [*files, index]
+
+
 def _cuda_requires(target: str) -> list[str]:
     row = all_targets()[target]
     wheels = toolkit.runtime_wheels(row.cuda_version[0])
@@ -149,7 +166,24 @@ def test_release_check_of_built_files_wants_one_version_and_exact_backend_pins(r
         _cuda_requires("cc50"),
         f"{cc50.cuda}.131",
     )
+    assert release.check(repo, dist, draft=True) == [
+        f"{dist}: no wheel variants of llcuda (`llcuda_factory variants` writes them)"
+    ]
+    made = _variants(dist, "0.1.0")
     assert release.check(repo, dist, draft=True) == []
+    # a variant that brings the wrong backend, or properties that are not the rule's, or one missing
+    _wheel(made[0], "llcuda", "0.1.0", [*good, "llcuda-cc75==0.1.0"])
+    index = json.loads(made[-1].read_text())
+    index["variants"]["cc50"]["nvidia"]["sm_arch"].append("75_real")
+    made[-1].write_text(json.dumps(index))
+    made[1].unlink()
+    found = release.check(repo, dist, draft=True)
+    assert f"{made[0].name} does not require llcuda-cpu==0.1.0" in found
+    assert f"{dist}: {made[1].name} is missing" in found
+    assert any(p.startswith(f"{made[-1].name}: variant cc50 is ") for p in found), found
+    for f in made:
+        f.unlink(missing_ok=True)
+    _variants(dist, "0.1.0")
     loose = [g.replace("==0.1.0", ">=0.1.0") for g in good]
     _wheel(dist / "llcuda-0.1.0-py3-none-any.whl", "llcuda", "0.1.0", loose)
     _wheel(
@@ -170,6 +204,7 @@ def test_release_check_wants_the_tables_tag_and_exact_sums(repo: Path, tmp_path:
     good = [f'llcuda-{t}==0.1.0; extra == "{t}"' for t in all_targets()]
     _wheel(dist / "llcuda-0.1.0-py3-none-any.whl", "llcuda", "0.1.0", ["platformdirs>=3", *good])
     cpu = _wheel(dist / "llcuda_cpu-0.1.0-py3-none-manylinux_2_35_x86_64.whl", "llcuda-cpu", "0.1.0", [])
+    _variants(dist, "0.1.0")
     release.write_sums(dist)
     assert release.check(repo, dist, draft=True) == [
         f"{cpu.name} is not tagged py3-none-manylinux_2_28_x86_64 (targets.toml [toolchain])"
@@ -298,3 +333,23 @@ def test_compare_wheels_reports_what_differs(tmp_path: Path) -> None:
         ("llcuda_cpu/build_info.json", "timestamp"),
     ]
     assert report["differences"][0]["diff"][-2:] == ["-same", "+other"]  # a text entry's change is shown
+
+
+def test_publishing_splits_a_tested_dist_into_pypis_files_and_the_variants_index(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    good = [f'llcuda-{t}==0.1.0; extra == "{t}"' for t in all_targets()]
+    plain = _wheel(dist / "llcuda-0.1.0-py3-none-any.whl", "llcuda", "0.1.0", good)
+    backend = _wheel(dist / "llcuda_cpu-0.1.0-py3-none-manylinux_2_28_x86_64.whl", "llcuda-cpu", "0.1.0", [])
+    made = _variants(dist, "0.1.0")
+    with pytest.raises(FactoryError, match="SHA256SUMS is missing"):
+        release.split_for_publishing(dist, tmp_path / "pypi", tmp_path / "pages")
+    release.write_sums(dist)
+    files, simple = release.split_for_publishing(dist, tmp_path / "pypi", tmp_path / "pages")
+    assert sorted(f.name for f in files) == sorted([plain.name, backend.name])  # no variant, no SHA256SUMS
+    indexed = sorted(p.name for p in (simple / "llcuda").iterdir())
+    assert indexed == sorted(["index.html", plain.name, *(f.name for f in made)])
+    with zipfile.ZipFile(made[0], "a") as zf:
+        zf.writestr("changed-after-the-tests", "x")
+    with pytest.raises(FactoryError, match="does not match its sha256"):
+        release.split_for_publishing(dist, tmp_path / "pypi2", tmp_path / "pages2")

@@ -325,7 +325,9 @@ def test_backends_rank_native_then_ptx_then_cpu(tmp_path: Path) -> None:
     h100 = gpu.GPU(0, "H100", (9, 0), 81000, 80000, "580")
     assert fit.rank_backends([cpu, cc50, cc75], m940) == [cc50, cpu]  # cc75 has no code for 5.0
     assert fit.rank_backends([cpu, cc50, cc75], t4) == [cc75, cc50, cpu]
-    assert fit.rank_backends([cpu, cc50, cc75], h100) == [cc50, cc75, cpu]  # both through PTX
+    # both through PTX: the newer PTX first, the backend target_for (and the wheel variants) choose
+    assert fit.rank_backends([cpu, cc50, cc75], h100) == [cc75, cc50, cpu]
+    assert fit.target_for(h100) == "cc75"
     assert fit.rank_backends([cc75, cpu], None) == [cpu, cc75]
 
 
@@ -535,3 +537,34 @@ def test_backends_stays_the_function_once_every_submodule_is_loaded() -> None:
 
     assert callable(llcuda.backends)
     assert isinstance(llcuda.backends(), list)
+
+
+def test_backends_names_the_one_that_runs_when_a_variant_and_an_extra_bring_two(
+    clean_discovery: None,
+    elf_server: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from llcuda import cli
+
+    found = []
+    for target, archs in (("cc50", ["50"]), ("cc75", ["75"])):
+        b = cuda12_backend(target, archs, tmp_path)
+        b.build_info["llama_cpp"] = {"tag": "b1"}
+        b.bin_dir.mkdir(parents=True)
+        shutil.copy2(elf_server, b.llama_server)
+        found.append(b)
+    monkeypatch.setattr(discovery, "backends", lambda: found)
+    monkeypatch.setattr(cli, "backends", lambda: found)
+    h100 = gpu.GPU(0, "H100", (9, 0), 81000, 80000, "580.82.07")
+    monkeypatch.setattr(discovery, "detect_gpus", lambda: [h100])
+    assert cli.main(["backends"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.endswith("<- runs") for line in lines] == [False, True], lines  # cc75's newer PTX, as doctor says
+    assert cli.main(["backends", "--json"]) == 0
+    assert {b["target"]: b["runs"] for b in json.loads(capsys.readouterr().out)} == {"cc50": False, "cc75": True}
+    m940 = gpu.GPU(0, "GeForce 940M", (5, 0), 2048, 1900, "580.82.07")
+    monkeypatch.setattr(discovery, "detect_gpus", lambda: [m940])
+    assert cli.main(["backends"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("llama-server  <- runs")

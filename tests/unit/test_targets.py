@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,28 @@ def test_the_recommendation_follows_the_table() -> None:
     assert fit.target_for(pascal, with_cc61) == "cc61"
     assert fit.target_for(None, with_cc61) == "cpu"
     assert fit.target_for(gpu.GPU(0, "K80", (3, 7), 1, 1, "470"), with_cc61) == "cpu"
+
+
+def test_a_driver_older_than_the_cuda_runtime_gets_the_cpu_build_and_the_driver_to_install() -> None:
+    # the rule the wheel variants encode: below CUDA 12.0's driver no CUDA 12 row runs (uv picks the null variant)
+    t4 = gpu.GPU(0, "Tesla T4", (7, 5), 15360, 15000, "520.61.05")
+    assert fit.target_for(t4) == "cpu"
+    assert fit.target_for(replace(t4, driver_version="525.60.13")) == "cc75"
+    assert fit.target_for(replace(t4, driver_version="")) == "cc75"  # unknown: the benefit of the doubt
+    report = fit.check_gpu_compatibility(gpus=[t4], installed=[])
+    assert report["recommended_target"] == "cpu"
+    assert "driver 520.61.05 is too old for llcuda-cc75 (it needs >= 525.60.13)" in report["recommendation"]
+    assert 'then pip install "llcuda[cc75]"' in report["recommendation"]
+    assert report["install_pip"] == 'pip install "llcuda[cpu]"'
+
+
+def test_doctor_gives_the_uv_line_with_the_tables_index() -> None:
+    from llcuda_factory.targets import variants_index
+
+    assert catalog.variants_index() == variants_index()
+    report = fit.check_gpu_compatibility(gpus=[], installed=[])
+    uv = f"uv pip install --preview-features wheel-variants --extra-index-url {variants_index()} llcuda"
+    assert report["install_uv"] == uv
 
 
 def test_one_broken_backend_is_skipped_with_a_warning_that_names_it(
