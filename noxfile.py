@@ -4,6 +4,7 @@ nox -s wheels -- cc50 cc75        # build, repair and audit backend wheels into 
 nox -s tests                      # the test suite (the README's test command); `-- tests/unit` for seconds
 nox -s tests_oldglibc             # the wheels on Debian 11 (glibc 2.31, Python 3.9) in a chroot (root)
 nox -s lint                       # pre-commit: ruff, mypy, shellcheck, actionlint, zizmor, validate-pyproject
+nox -s docs                       # the documentation site (docs/_build/html), checked in headless Chromium
 nox -s offline -- cc50            # wheelhouse/offline-cc50/: everything `llcuda[cc50]` needs, no network
 nox -s reproduce -- cpu           # build a target again and compare the two wheels byte for byte
 nox -s check_release              # is this commit publishable (versions, pins, changelog)?
@@ -131,7 +132,14 @@ def _build_runtime_wheel(session: nox.Session, house: House, env: dict[str, str]
     (whl,) = out.glob("llcuda-*.whl")
     _download_deps(session, whl, house)
     _replace_older(house, "llcuda-*.whl", whl)
-    _factory(session, "variants", str(whl), "--dest", str(house.wheelhouse), env=env)
+    staged = house.staging / "variants"  # beside the wheelhouse: each file arrives whole, in one rename
+    _factory(session, "variants", str(whl), "--dest", str(staged), env=env)
+    new = {f.name for f in staged.iterdir()}
+    for old in house.wheelhouse.glob("llcuda-*"):
+        if is_variant_file(old) and old.name not in new:
+            old.unlink()
+    for f in sorted(staged.iterdir()):
+        _publish(f, house.wheelhouse)
     _publish(whl, house.wheelhouse)
 
 
@@ -461,6 +469,21 @@ def _old_glibc_tier(session: nox.Session, house: Path, args: list[str]) -> None:
     root = os.environ.get("LLCUDA_OLD_GLIBC_ROOT", "/var/cache/llcuda/bullseye-root")
     session.run("bash", str(ROOT / "ci" / "old-glibc-root.sh"), root, external=True)
     _suite(session, house, ["tests/oldglibc", f"--old-glibc-root={root}", "--run-wheels=all", *args])
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into docs/_build/html (warnings are errors), then check it as a reader would
+    (tests/docs/): links and anchors with no network, the API reference, headless Chromium (ci/install-docs-deps.sh
+    installs it) rendering the pages and searching; screenshots in docs/_build/screenshots/."""
+    session.install(*_group("docs"), "pytest>=8")
+    session.install("-e", ".")
+    out = ROOT / "docs" / "_build"
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.monotonic()
+    session.run("sphinx-build", "-W", "--keep-going", "-n", "-q", "-b", "html", "docs", str(out / "html"))
+    session.log(f"docs: built in {time.monotonic() - start:.1f} s into {out / 'html'}")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/docs", f"--site={out / 'html'}", env=FACTORY_ENV)
 
 
 @nox.session
