@@ -70,6 +70,11 @@ def main() -> None:
             "compressed": wheel.stat().st_size,
             "unpacked": unpacked(wheel),
         }
+        report = args.wheelhouse / f"{target.name}.audit.json"  # the audit gate's: tag and symbol floors
+        if report.is_file():
+            symbols = json.loads(report.read_text()).get("symbols", {})
+            row["platform"] = symbols.get("platform")
+            row["highest_symbol_versions"] = symbols.get("highest", {})
         if target.is_cuda:
             with tempfile.TemporaryDirectory() as tmp:
                 fat = bundled(wheel, args.wheelhouse / "deps", target.package, Path(tmp))
@@ -94,6 +99,17 @@ def main() -> None:
             f"| llcuda-{r['target']} | {r['compressed'] / 1e6:.1f} MB | {r['unpacked'] / 1e6:.1f} MB | "
             f"{bundled_text} | {r.get('bundled_over_llcuda', '')} |"
         )
+    lines += [
+        "",
+        "| wheel | platform tag | highest symbol versions any ELF needs (from the audit) |",
+        "| --- | --- | --- |",
+    ]
+    for r in rows:
+        highest = r.get("highest_symbol_versions", {})
+        floors = ", ".join(f"{k} {v}" for k, v in sorted(highest.items())) or "?"
+        absent = [k for k in ("GLIBCXX", "CXXABI") if highest and k not in highest]
+        floors += f" (no {', no '.join(absent)})" if absent else ""
+        lines.append(f"| llcuda-{r['target']} | `{r.get('platform') or '?'}` | {floors} |")
     (args.out / "sizes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -60,4 +60,14 @@ if [ "$status" = 0 ]; then
 fi
 printf 'total: %d s\n' "$(($(date +%s) - t0))" >>"$root.summary"
 cat "$root.summary"
+# The figure the docs' Measured page includes (benchmarks/results/fresh_root.md, in the checkout this ran from).
+commit=$(git -C "$root/root/llcuda" rev-parse --short HEAD)
+{
+    # shellcheck disable=SC2016 # the backticks are Markdown, printed as they are
+    printf '| `ci/fresh-root.sh` (%s, commit %s, %s cores) | result |\n| --- | --- |\n' "$(date -u +%Y-%m-%d)" "$commit" "$(nproc)"
+    awk '/^command [0-9]+: / { n = $2; sub(":", "", n); cmd = $0; sub(/^command [0-9]+: /, "", cmd); next }
+         /^  exit / { printf "| command %s: `%s` | exit %s after %s s |\n", n, cmd, $2, $4; next }
+         /passed|failed/ { t = $0; gsub(/^ *=+ | =+ *$/, "", t); printf "| tests | %s |\n", t; next }
+         /^total: / { printf "| all, with making the root | %s |\n", substr($0, 8) }' "$root.summary"
+} >"$here/benchmarks/results/fresh_root.md"
 exit "$status"

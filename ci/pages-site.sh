@@ -2,7 +2,7 @@
 # The project's GitHub Pages, built in one place so that nothing deployed overwrites another part:
 #   /simple/   the PEP 503 index of the newest release's llcuda wheel variants (uv picks the backend by GPU;
 #              PyPI may not take variant files), from that release's assets;
-#   /          the documentation, once the repository has it.
+#   /          the documentation (docs/, Sphinx).
 #
 #   bash ci/pages-site.sh SITE_DIR        (GH_TOKEN and GITHUB_REPOSITORY set, as in .github/workflows/pages.yml)
 set -euo pipefail
@@ -18,4 +18,11 @@ if gh release download --repo "$GITHUB_REPOSITORY" --dir "$assets" \
 else
     echo "pages-site: no release with wheel variants yet; the site has no /simple/" >&2
 fi
+# The documentation at / (the same build as `nox -s docs`, whose tests CI runs; here only the build).
+venv=$(mktemp -d)
+trap 'rm -rf "$assets" "$venv"' EXIT
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q "pip>=25.1"
+"$venv/bin/pip" install -q --group "$here/pyproject.toml:docs" -e "$here"
+"$venv/bin/sphinx-build" -W --keep-going -n -q -b html "$here/docs" "$site"
 touch "$site/.nojekyll"

@@ -61,6 +61,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run tests/oldglibc/ in this Debian 11 root (ci/old-glibc-root.sh; root only): `nox -s tests_oldglibc`",
     )
     parser.addoption(
+        "--site",
+        metavar="DIR",
+        default=None,
+        help="run tests/docs/ against this built documentation site (`nox -s docs` builds it and passes it)",
+    )
+    parser.addoption(
         "--netns",
         choices=("auto", "require"),
         default="auto",
@@ -70,9 +76,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/oldglibc/ runs only in its own tier, with a root to run in (`nox -s tests_oldglibc`)."""
+    """tests/oldglibc/ runs only in its own tier, with a root to run in (`nox -s tests_oldglibc`); tests/docs/ only
+    with a built site (`nox -s docs`)."""
     if collection_path.name == "oldglibc" and not config.getoption("--old-glibc-root"):
         return True
+    if collection_path.name == "docs" and collection_path.parent == Path(__file__).parent:
+        return not config.getoption("--site")  # tests/docs/ runs on a built site only (`nox -s docs`)
     return None
 
 

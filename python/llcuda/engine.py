@@ -74,6 +74,10 @@ class Sampling:
 
 @dataclass
 class InferResult:
+    """One answer: its ``text``, ``tokens_generated`` and ``prompt_tokens``, ``latency_ms``, ``tokens_per_sec`` and
+    ``finish_reason`` (``\"stop\"``, ``\"length\"``...); ``success`` is false, with ``error_message``, when the server
+    refused the request."""
+
     text: str = ""
     tokens_generated: int = 0
     latency_ms: float = 0.0
@@ -262,6 +266,7 @@ class InferenceEngine:
 
     @property
     def server_url(self) -> str:
+        """The URL of the llama-server this engine talks to (``http://127.0.0.1:PORT`` when it started one)."""
         if self._attached is not None:
             return self._attached
         if self.server.port is None:
@@ -275,6 +280,7 @@ class InferenceEngine:
 
     @property
     def api_key(self) -> str:
+        """The server's API key: a new random one per launch, or the one given to attach."""
         if self._attached is not None:
             return self._attached_key or "no-key"
         if self.server.api_key is None:
@@ -519,6 +525,7 @@ class InferenceEngine:
         return self._metrics.snapshot()
 
     def reset_metrics(self) -> None:
+        """Start :meth:`get_metrics` over from zero."""
         self._metrics.reset()
 
 

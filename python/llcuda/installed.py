@@ -29,14 +29,17 @@ class Backend:
 
     @property
     def bin_dir(self) -> Path:
+        """The backend's tools: ``llama-server``, ``llama-bench``, ``ggml-rpc-server`` and the others."""
         return self.package_dir / "bin"
 
     @property
     def llama_server(self) -> Path:
+        """The backend's ``llama-server`` executable."""
         return self.bin_dir / "llama-server"
 
     @property
     def cuda_architectures(self) -> list[str]:
+        """The CUDA architectures it was built for, as CMake wrote them (``[\"50\"]``); empty for the CPU build."""
         archs: list[str] = self.build_info.get("cuda", {}).get("architectures", [])
         return archs
 

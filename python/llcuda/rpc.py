@@ -233,6 +233,7 @@ class RPCServer(ManagedProcess):
 
     @property
     def endpoint(self) -> str:
+        """``HOST:PORT``, what a client passes in ``rpc=[...]`` or ``--rpc``."""
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> RPCServer:

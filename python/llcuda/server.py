@@ -179,6 +179,7 @@ class ServerManager(ManagedProcess):
 
     @property
     def server_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the running llama-server; :class:`EngineStateError` when none runs."""
         if self.port is None:
             raise EngineStateError("llama-server is not running: start_server() first")
         return f"http://{LOOPBACK}:{self.port}"
