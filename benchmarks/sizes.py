@@ -111,6 +111,21 @@ def main() -> None:
         floors += f" (no {', no '.join(absent)})" if absent else ""
         lines.append(f"| llcuda-{r['target']} | `{r.get('platform') or '?'}` | {floors} |")
     (args.out / "sizes.md").write_text("\n".join(lines) + "\n")
+    bundles = sorted(d for d in args.wheelhouse.glob("offline-*") if (d / "requirements.txt").is_file())
+    if bundles:  # `nox -s offline -- <targets>` made them; their sizes are what a user carries over
+        result["bundles"] = [
+            {
+                "bundle": d.name,
+                "files": len([f for f in d.iterdir() if f.suffix in (".whl", ".json")]),
+                "bytes": sum(f.stat().st_size for f in d.iterdir()),
+            }
+            for d in bundles
+        ]
+        (args.out / "sizes.json").write_text(json.dumps(result, indent=2) + "\n")
+        table = [f"| bundle ({result['date']}) | files | size |", "| --- | --- | --- |"]
+        table += [f"| `{b['bundle']}` | {b['files']} | {b['bytes'] / 1e6:.1f} MB |" for b in result["bundles"]]
+        (args.out / "bundles.md").write_text("\n".join(table) + "\n")
+        lines += ["", *table]
     print("\n".join(lines))
 
 
