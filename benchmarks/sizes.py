@@ -82,7 +82,7 @@ def main() -> None:
                 row["bundled_unpacked"] = unpacked(fat)
             row["bundled_over_llcuda"] = round(row["bundled_compressed"] / row["compressed"], 2)
         rows.append(row)
-    result = {"date": time.strftime("%Y-%m-%d"), "wheels": rows}
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "wheels": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sizes.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
