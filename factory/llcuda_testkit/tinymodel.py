@@ -93,3 +93,68 @@ def write_tiny_llama(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def copy_tokenizer(writer: gguf.GGUFWriter, vocab: Path) -> int:
+    """Copy every ``tokenizer.*`` key of the GGUF file ``vocab`` (llama.cpp's ``models/ggml-vocab-*.gguf``) into
+    ``writer``, byte for byte (strings as their raw bytes, arrays with their element type); return the vocab size."""
+    reader = gguf.GGUFReader(str(vocab))
+    n_vocab = 0
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vtype = field.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            sub = field.types[-1]
+            if sub == gguf.GGUFValueType.STRING:
+                items: list[object] = [bytes(field.parts[i]) for i in field.data]
+            else:
+                items = [field.parts[i].tolist()[0] for i in field.data]
+            writer.add_key_value(key, items, vtype, sub_type=sub)
+            if key == "tokenizer.ggml.tokens":
+                n_vocab = len(items)
+        elif vtype == gguf.GGUFValueType.STRING:
+            writer.add_key_value(key, bytes(field.parts[field.data[0]]), vtype)
+        else:
+            writer.add_key_value(key, field.parts[field.data[0]].tolist()[0], vtype)
+    if not n_vocab:
+        raise ValueError(f"{vocab} has no tokenizer.ggml.tokens")
+    return n_vocab
+
+
+def write_vocab_model(path: Path, vocab: Path, *, n_embd: int = 16, seed: int = 0) -> Path:
+    """A tiny random-weight llama (1 layer) that carries the real tokenizer of ``vocab``: what llama-server needs
+    to serve ``/tokenize`` with that vocabulary."""
+    rng = np.random.default_rng(seed)
+    n_head, n_ff = 2, 32
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(f"llcuda-tiny-{vocab.stem}")
+    writer.add_context_length(512)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    n_vocab = copy_tokenizer(writer, vocab)
+    writer.add_tensor("token_embd.weight", w(n_vocab, n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    writer.add_tensor("output.weight", w(n_vocab, n_embd))
+    writer.add_tensor("blk.0.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+    for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        writer.add_tensor(f"blk.0.{name}.weight", w(n_embd, n_embd))
+    writer.add_tensor("blk.0.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+    writer.add_tensor("blk.0.ffn_gate.weight", w(n_ff, n_embd))
+    writer.add_tensor("blk.0.ffn_up.weight", w(n_ff, n_embd))
+    writer.add_tensor("blk.0.ffn_down.weight", w(n_embd, n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
