@@ -142,9 +142,12 @@ def _with_requirement(plain: Path, requirement: str, work: Path) -> Path:
 def write_variants(plain: Path, dest: Path, *, table: Path = TABLE) -> list[Path]:
     """Write the variants of the plain llcuda wheel ``plain`` and ``llcuda-<version>-variants.json`` into
     ``dest``, replacing older ones; return the new files."""
-    name, version = plain.name.split("-")[:2]
-    if name != "llcuda" or variant_label(plain) is not None:
-        raise FactoryError(f"{plain.name} is not a plain llcuda wheel")
+    parts = plain.name.split("-")
+    if len(parts) != 5 or parts[0] != "llcuda" or plain.suffix != ".whl":
+        raise FactoryError(f"{plain.name} is not a plain llcuda wheel (llcuda-VERSION-py3-none-any.whl)")
+    if not plain.is_file():
+        raise FactoryError(f"{plain} does not exist: build it with `nox -s wheels`")
+    version = parts[1]
     variants = plan(version, table)
     main = [sys.executable, "-c", "import sys; from variantlib.commands.main import main; sys.exit(main())"]
     with tempfile.TemporaryDirectory(prefix="llcuda-variants-") as tmp:

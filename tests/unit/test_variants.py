@@ -99,6 +99,10 @@ def test_only_a_plain_llcuda_wheel_gets_variants(house: Path, tmp_path: Path) ->
     variant = next(house.glob("llcuda-*-any-cc50.whl"))
     with pytest.raises(FactoryError, match="is not a plain llcuda wheel"):
         variants.write_variants(variant, tmp_path)
+    with pytest.raises(FactoryError, match="is not a plain llcuda wheel"):
+        variants.write_variants(tmp_path / "nonsense.whl", tmp_path)
+    with pytest.raises(FactoryError, match="does not exist"):
+        variants.write_variants(tmp_path / "llcuda-0.1.0-py3-none-any.whl", tmp_path)
 
 
 def test_a_bundle_carries_the_variants_only_with_every_backend(house: Path, plain_wheel: Path) -> None:
