@@ -144,13 +144,10 @@ def _check_variants(dist: Path, rel: Release, root: Path) -> list[str]:
     if index_name in names:
         listed = json.loads((dist / index_name).read_text()).get("variants", {})
         for v in plan:
-            props: dict[str, list[str]] = {}
-            for prop in v.properties:
-                _, feature, value = (x.strip() for x in prop.split("::"))
-                props.setdefault(feature, []).append(value)
-            got = {f: sorted(vals) for f, vals in listed.get(v.label, {}).get("nvidia", {}).items()}
-            if v.label not in listed or got != {f: sorted(vals) for f, vals in props.items()}:
-                problems.append(f"{index_name}: variant {v.label} is {listed.get(v.label)}, the rule gives {props}")
+            got = {ns: {f: sorted(x) for f, x in feats.items()} for ns, feats in listed.get(v.label, {}).items()}
+            if v.label not in listed or got != v.listed():
+                wrong = f"variant {v.label} is {listed.get(v.label)}, the rule gives {v.listed()}"
+                problems.append(f"{index_name}: {wrong}")
     for v in plan:
         wheel = dist / v.file_name(rel.version)
         if wheel.is_file() and v.requires not in wheel_requires(wheel):

@@ -60,6 +60,14 @@ class Variant:
     def file_name(self, version: str) -> str:
         return f"llcuda-{version}-py3-none-any-{self.label}.whl"
 
+    def listed(self) -> dict[str, dict[str, list[str]]]:
+        """The properties as ``variants.json`` lists them: namespace -> feature -> sorted values (``{}`` for null)."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for prop in self.properties:
+            namespace, feature, value = (x.strip() for x in prop.split("::"))
+            out.setdefault(namespace, {}).setdefault(feature, []).append(value)
+        return {ns: {f: sorted(v) for f, v in feats.items()} for ns, feats in out.items()}
+
 
 def variant_label(path: Path) -> str | None:
     """The variant label of a wheel file name (``...-any-cc50.whl`` -> ``cc50``); None for a plain wheel."""

@@ -137,11 +137,7 @@ def _variants(dist: Path, version: str) -> list[Path]:
     extras = [f'llcuda-{t}=={version}; extra == "{t}"' for t in all_targets()]
     for v in variants.plan(version):
         files.append(_wheel(dist / v.file_name(version), "llcuda", version, [*extras, v.requires]))
-        props: dict[str, list[str]] = {}
-        for prop in v.properties:
-            _, feature, value = (x.strip() for x in prop.split("::"))
-            props.setdefault(feature, []).append(value)
-        listed[v.label] = {"nvidia": props} if props else {}
+        listed[v.label] = v.listed()
     index = dist / f"llcuda-{version}-variants.json"
     index.write_text(json.dumps({"variants": listed}))
     return [*files, index]
