@@ -17,6 +17,8 @@
 #              (glibc 2.31 keeps pthreads there), so its pthread calls carry versions. libgcc_s stays
 #              shared (the system's): -static-libgcc would leave an unversioned _dl_find_object (glibc 2.35).
 #   bin/gcc, bin/g++   the wrappers: g++-12 with --sysroot, gcc-10's headers and libraries
+#   openmp/    libgomp.so.1 (gcc-10's, GLIBC 2.17 at most) and nothing else: the repair step points auditwheel
+#              here so that it grafts this libgomp into the wheels, never the build machine's (glibc 2.34)
 #   llcuda-sysroot.stamp   written last: the pins and this recipe; a half-made sysroot has none
 #
 # Idempotent: with the stamp unchanged it does nothing. The .deb files stay in the cache of ci/debs.sh.
@@ -36,7 +38,8 @@ prefix=${LLCUDA_SYSROOT:-/opt/llcuda/sysroot-bullseye}
 cxx=${LLCUDA_SYSROOT_CXX:-g++-12}
 cc=${cxx/g++/gcc}
 
-# Debian 11 (bullseye): glibc 2.31 (its security update), linux 5.10 headers, gcc-10's C++ runtime.
+# Debian 11 (bullseye): glibc 2.31 (its security update), linux 5.10 headers, gcc-10's C++ and OpenMP runtimes
+# (libgcc-10-dev carries omp.h's link files: libgomp.so, which the wrappers' -L finds before g++-12's own).
 PINS="
 debian-security/pool/updates/main/g/glibc/libc6_2.31-13+deb11u14_amd64.deb 718e3ed8c92207caf5b541e7332affad4f62501cbab3f0cffbe9e6db0b89eae9
 debian-security/pool/updates/main/g/glibc/libc6-dev_2.31-13+deb11u14_amd64.deb 7d4002192e09c3cc97f31dcc85ecd7741adbec9011abbdd14fb1790cab20bffa
@@ -48,6 +51,7 @@ debian/pool/main/g/gcc-10/libstdc++-10-dev_10.2.1-6_amd64.deb 20b1f56863dcc5f187
 debian/pool/main/g/gcc-10/libgcc-s1_10.2.1-6_amd64.deb e478f2709d8474165bb664de42e16950c391f30eaa55bc9b3573281d83a29daf
 debian/pool/main/g/gcc-10/libgcc-10-dev_10.2.1-6_amd64.deb 3b711374092b84e732c4e73cf33e02cff02e34a5f105eb6467de8d9038e4cd9d
 debian/pool/main/g/gcc-10/libatomic1_10.2.1-6_amd64.deb e8f1d04653698ab185c1144f35f905a1de87571c12ea630b65be669a2823d8c7
+debian/pool/main/g/gcc-10/libgomp1_10.2.1-6_amd64.deb 4530c95aefa48e33fd8cf4acbe5c4b559dbe7bdf4c56469986c83a203982cef1
 "
 
 write_floor_header() {
@@ -107,6 +111,9 @@ build() {
         "$sr/usr/lib/gcc/x86_64-linux-gnu/10/libstdc++.a" -Wl,--no-whole-archive \
         -L"$sr/usr/lib/x86_64-linux-gnu" -L"$sr/lib/x86_64-linux-gnu" -shared-libgcc -lgcc_s -Wl,--no-as-needed -lpthread -lm -lc
     ln -s libllcuda-stdcxx.so "$work/lib/libstdc++.so"
+    mkdir -p "$work/openmp"
+    [ -f "$sr/usr/lib/x86_64-linux-gnu/libgomp.so.1.0.0" ] || die "libgomp1 did not unpack libgomp.so.1.0.0"
+    ln -s ../root/usr/lib/x86_64-linux-gnu/libgomp.so.1.0.0 "$work/openmp/libgomp.so.1"
     write_wrapper "$work/bin/gcc" "$cc"
     write_wrapper "$work/bin/g++" "$cxx" '-nostdinc++ -isystem "$sr/include" -isystem "$sr/root/usr/include/c++/10" -isystem "$sr/root/usr/include/x86_64-linux-gnu/c++/10" -isystem "$sr/root/usr/include/c++/10/backward" '
 }

@@ -16,8 +16,11 @@ llcuda_force(GGML_CPU_ALL_VARIANTS ON)
 foreach(_isa SSE42 AVX AVX2 BMI2 FMA F16C)
   llcuda_force(GGML_${_isa} OFF)
 endforeach()
-# No libgomp: auditwheel would graft it and, patching the file, drop our RPATHs into site-packages/nvidia.
-llcuda_force(GGML_OPENMP OFF)
+# OpenMP, as a stock build has it: without it ggml's own thread pools spin against each other when a process runs
+# two models (speculative decoding), 50x slower on the 2 vCPUs of Colab and Kaggle. The sysroot's gcc-10 libgomp is
+# linked, and the repair grafts it (factory/llcuda_factory/repair.py, which restores any RPATH entry into
+# site-packages/nvidia that grafting drops); the audit checks the wheel carries and loads exactly one OpenMP runtime.
+llcuda_force(GGML_OPENMP ON)
 if(LLCUDA_CUDA_ARCHITECTURES)
   llcuda_force(GGML_CUDA ON)
 else()
@@ -35,7 +38,10 @@ llcuda_force(GGML_CUDA_NCCL OFF)
 llcuda_force(LLAMA_BUILD_COMMON ON)
 llcuda_force(LLAMA_BUILD_TOOLS ON)
 llcuda_force(LLAMA_BUILD_SERVER ON)
-llcuda_force(LLAMA_BUILD_TESTS OFF)
+# Tests on for test-backend-ops only (`llcuda selftest`, which the factory's TOOLS name): the tree is
+# EXCLUDE_FROM_ALL, so no other test is built, and none is installed.
+llcuda_force(LLAMA_BUILD_TESTS ON)
+llcuda_force(LLAMA_TESTS_INSTALL OFF)
 # Examples on for llama-embedding only: the whole tree is EXCLUDE_FROM_ALL, so nothing else of it is built.
 llcuda_force(LLAMA_BUILD_EXAMPLES ON)
 llcuda_force(LLAMA_BUILD_APP OFF)

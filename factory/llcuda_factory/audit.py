@@ -18,6 +18,8 @@ Checks, each of which fails the wheel:
   version that tag does not allow, or has an undefined glibc symbol with no version (``symbols.py``);
 - an ELF links no ``libllcuda-stdcxx.so`` but another libstdc++ (the wheel carries one libstdc++ for all), or
   ``build_info.json`` does not record the tag and its glibc floor;
+- the wheel does not carry exactly one OpenMP runtime (the grafted libgomp), a CPU backend does not link it, or
+  the installed ``llama-server`` loads none or more than one, or one from outside the venv;
 - the RPC backend (``libggml-rpc.so``) is missing, ``build_info.json`` records no RPC protocol version, or the
   installed ``ggml-rpc-server`` does not start and answer the protocol handshake with that version.
 """
@@ -150,6 +152,7 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
         report["llama_server_version"] = (ver.stdout + ver.stderr).strip().splitlines()[-2:]
         if ver.returncode != 0:
             problems.append(f"installed llama-server --version exited {ver.returncode}: {ver.stderr.strip()[-400:]}")
+        problems += _openmp_loaded(bin_dir / "llama-server", Path(site), env, report)
         if (bin_dir / "ggml-rpc-server").is_file():
             info_file = Path(site) / target.package / "build_info.json"
             problems += _rpc_server_answers(bin_dir, info_file, Path(tmp) / "rpc-server.log", env, report)
@@ -209,6 +212,55 @@ def _rpc_server_answers(
     return []
 
 
+# An OpenMP runtime under any of its names, grafted (libgomp-1a2b3c4d.so.1.0.0) or not.
+OPENMP_RUNTIME = re.compile(r"^lib(gomp|omp|iomp5)([-.][^/]*)?\.so(\.[0-9.]+)?$")
+
+
+def _check_openmp(root: Path, report: dict[str, Any]) -> list[str]:
+    """The wheel carries exactly one OpenMP runtime, and every CPU backend (``libggml-cpu*.so``) links that one: two
+    runtimes in one process (llama.cpp's and a grafted copy) each start their own thread pool."""
+    elfs = {rel: root / rel for rel in report["elf_runpaths"]}
+    runtimes = sorted(rel for rel in elfs if OPENMP_RUNTIME.match(Path(rel).name))
+    report["openmp_runtime"] = runtimes
+    if len(runtimes) != 1:
+        return [f"the wheel must carry exactly one OpenMP runtime, it has {len(runtimes)}: {runtimes}"]
+    name = Path(runtimes[0]).name
+    problems: list[str] = []
+    cpu_backends = [rel for rel in elfs if Path(rel).name.startswith("libggml-cpu")]
+    if not cpu_backends:
+        problems.append("no CPU backend (libggml-cpu*.so) in the wheel")
+    for rel, path in elfs.items():
+        wanted = [n for n in needed(path) if OPENMP_RUNTIME.match(n)]
+        if rel in cpu_backends and wanted != [name]:
+            problems.append(f"{rel} links the OpenMP runtime(s) {wanted}, not the wheel's {name}")
+        elif wanted and wanted != [name]:
+            problems.append(f"{rel} links {wanted} beside the wheel's OpenMP runtime {name}")
+    return problems
+
+
+def _openmp_loaded(server: Path, site: Path, env: dict[str, str], report: dict[str, Any]) -> list[str]:
+    """The installed llama-server, loading its CPU backend (``--list-devices``), initialises exactly one OpenMP
+    runtime, the wheel's (the dynamic loader's own account: ``LD_DEBUG=libs``)."""
+    proc = subprocess.run(
+        [str(server), "--list-devices"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**env, "LD_DEBUG": "libs"},
+        timeout=60,
+    )
+    inits = {Path(p).resolve() for p in re.findall(r"calling init: (\S+)", proc.stderr)}
+    loaded = sorted(str(p) for p in inits if OPENMP_RUNTIME.match(p.name))
+    report["openmp_loaded"] = [p.replace(str(site), "<site-packages>") for p in loaded]
+    if proc.returncode != 0:
+        return [f"installed llama-server --list-devices exited {proc.returncode}: {proc.stdout.strip()[-400:]}"]
+    if len(loaded) != 1:
+        return [f"llama-server loaded {len(loaded)} OpenMP runtimes, expected exactly one: {loaded}"]
+    if site.resolve() not in Path(loaded[0]).parents:
+        return [f"llama-server loaded the OpenMP runtime {loaded[0]}, not the wheel's"]
+    return []
+
+
 def _check_rpc(root: Path, target: Target, report: dict[str, Any]) -> list[str]:
     """Every backend carries the RPC backend and records its protocol version."""
     info_file = root / target.package / "build_info.json"
@@ -241,6 +293,7 @@ def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, 
             *_check_platform(root, target, report),
             *_check_cuda(root, target, report),
             *_check_rpc(root, target, report),
+            *_check_openmp(root, report),
             *_check_size(target, report),
         ]
     if install and not problems:

@@ -20,7 +20,14 @@ INSTALL_HINT = "bash ci/install-sysroot.sh"
 ENV = "LLCUDA_SYSROOT"
 NATIVE = "none"
 # What a finished sysroot holds (the stamp is written last, so a half-made one has none).
-PARTS = ("llcuda-sysroot.stamp", "bin/gcc", "bin/g++", "lib/libllcuda-stdcxx.so", "include/llcuda-glibc-floor.h")
+PARTS = (
+    "llcuda-sysroot.stamp",
+    "bin/gcc",
+    "bin/g++",
+    "lib/libllcuda-stdcxx.so",
+    "include/llcuda-glibc-floor.h",
+    "openmp/libgomp.so.1",
+)
 # The shared library that carries gcc-10's libstdc++ (linked whole from libstdc++.a) for every ELF of a wheel.
 CXX_RUNTIME = "libllcuda-stdcxx.so"
 
@@ -52,6 +59,12 @@ class Toolchain:
     @property
     def cxx_runtime(self) -> Path | None:
         return self.sysroot / "lib" / CXX_RUNTIME if self.sysroot else None
+
+    @property
+    def openmp_dir(self) -> Path | None:
+        """A folder holding only the sysroot's libgomp.so.1: where auditwheel finds the OpenMP runtime it grafts.
+        None with native compilers (an old-glibc image's own libgomp is the one to graft)."""
+        return self.sysroot / "openmp" if self.sysroot else None
 
 
 def get() -> Toolchain:

