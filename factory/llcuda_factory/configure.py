@@ -25,8 +25,17 @@ def _cmake_str(value: object) -> str:
 
 # The tools every backend wheel ships in bin/, built from llama.cpp's tree (llama-embedding is one of its
 # examples, which the old llcuda guide lists; ggml-rpc-server is installed by llama.cpp only with
-# LLAMA_TOOLS_INSTALL, so it is named here); CMake builds exactly these, the audit checks each is there.
-TOOLS = ("llama-server", "llama-cli", "llama-quantize", "llama-bench", "llama-embedding", "ggml-rpc-server")
+# LLAMA_TOOLS_INSTALL, so it is named here; test-backend-ops is llama.cpp's own op test, which `llcuda selftest`
+# runs on the user's GPU); CMake builds exactly these, the audit checks each is there.
+TOOLS = (
+    "llama-server",
+    "llama-cli",
+    "llama-quantize",
+    "llama-bench",
+    "llama-embedding",
+    "ggml-rpc-server",
+    "test-backend-ops",
+)
 
 
 def with_architectures(target: Target, override: str | None) -> Target:

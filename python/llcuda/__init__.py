@@ -36,6 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .backendops import SelftestResult, selftest
     from .discovery import find_llama_server
     from .engine import InferenceEngine, InferResult, Sampling, quick_infer
     from .fit import check_gpu_compatibility
@@ -56,6 +57,8 @@ _LAZY = {
     "find_llama_server": "discovery",
     "check_gpu_compatibility": "fit",
     "detect_gpus": "gpu",
+    "selftest": "backendops",
+    "SelftestResult": "backendops",
 }
 
 __all__ = [
@@ -78,6 +81,7 @@ __all__ = [
     "RPCUnreachableError",
     "RequestError",
     "Sampling",
+    "SelftestResult",
     "ServerCrashedError",
     "ServerError",
     "ServerManager",
@@ -90,6 +94,7 @@ __all__ = [
     "detect_gpus",
     "find_llama_server",
     "quick_infer",
+    "selftest",
 ]
 
 

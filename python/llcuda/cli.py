@@ -1,4 +1,5 @@
-"""The ``llcuda`` command: ``doctor``, ``backends``, ``serve MODEL``, ``run MODEL PROMPT``, ``rpc-server``.
+"""The ``llcuda`` command: ``doctor``, ``backends``, ``selftest``, ``serve MODEL``, ``run MODEL PROMPT``,
+``rpc-server``.
 
 A user error exits non-zero with one clear line, never a traceback.
 """
@@ -194,6 +195,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selftest(args: argparse.Namespace) -> int:
+    from .backendops import LLAMA_OPS, selftest
+
+    ops = tuple(o for o in args.ops.split(",") if o) if args.ops else LLAMA_OPS
+    if not args.json:
+        what = f"llcuda-{args.backend}" if args.backend else "the backend that serves this machine"
+        print(f"running llama.cpp's test-backend-ops ({len(ops)} ops) with {what}; this takes minutes", flush=True)
+    result = selftest(args.backend, ops=ops, device=args.device)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary)
+    return result.exit_code
+
+
 def _run(args: argparse.Namespace) -> int:
     with _engine(args) as engine:
         for chunk in engine.infer_stream(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature):
@@ -213,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backends", help="list the installed backends")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_backends)
+    p = sub.add_parser(
+        "selftest",
+        help="llama.cpp's test-backend-ops on this GPU against the CPU: is the CUDA build correct on this card?",
+    )
+    p.add_argument("--backend", default=None, help="an installed target (cc50, cc75...; default: the one that runs)")
+    p.add_argument("--ops", default=None, metavar="OP,...", help="ggml ops to test (default: a llama model's)")
+    p.add_argument("--device", default=None, help="test only this device, e.g. CUDA1 (default: every GPU)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_selftest)
     for name, func, help_text in (
         ("serve", _serve, "serve MODEL over an OpenAI-compatible API until Ctrl-C"),
         ("run", _run, "stream the answer to PROMPT"),

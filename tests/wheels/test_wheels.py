@@ -263,3 +263,21 @@ def test_offline_bundle_holds_every_wheel_pinned_by_hash(installed: Installed) -
         assert f"--hash=sha256:{sha256_of(whl)}" in requirements
     size = sum(w.stat().st_size for w in wheels)
     print(f"\noffline-{installed.target.name}: {len(wheels)} wheels, {size / 1e6:.1f} MB")
+
+
+def test_selftest_runs_the_wheels_own_test_backend_ops(installed: Installed) -> None:
+    """`llcuda selftest` with the wheel's test-backend-ops: with no GPU here it says so and exits 0; told to test
+    the CPU device (compared with itself, the harness's own check) it runs real op tests and passes."""
+    llcuda = [str(installed.python), "-m", "llcuda"]
+    target = installed.target.name
+    plain = subprocess.run([*llcuda, "selftest", "--backend", target, "--ops", "ADD"], capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr
+    assert "selftest: no GPU backend to test (no NVIDIA GPU found)" in plain.stdout
+    log = Path(plain.stdout.split("full log: ")[1].strip())
+    assert "Skipping CPU backend" in log.read_text() and "1/1 backends passed" in log.read_text()
+    cmd = [*llcuda, "selftest", "--backend", target, "--ops", "ADD,RMS_NORM", "--device", "CPU", "--json"]
+    cpu = subprocess.run(cmd, capture_output=True, text=True)
+    assert cpu.returncode == 0, cpu.stdout + cpu.stderr
+    report = json.loads(cpu.stdout)
+    assert report["verdict"] == "pass" and report["devices"][0].startswith("CPU (")
+    assert report["tests_total"] > 10 and report["tests_passed"] == report["tests_total"]
