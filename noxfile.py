@@ -10,6 +10,7 @@ nox -s reproduce -- cpu           # build a target again and compare the two whe
 nox -s check_release              # is this commit publishable (versions, pins, changelog)?
 nox -s release                    # the release's dress rehearsal: dist/, checks, offline installs, every test
 nox -s bump_llama -- SHA VERSION  # move the llama.cpp pin (targets.toml's [llama-cpp], the submodule)
+nox -s upstream                   # llama.cpp's own server tests against every backend wheel's llama-server
 nox -s bench                      # speed and size measurements (benchmarks/)
 """
 
@@ -289,8 +290,13 @@ def check_release(session: nox.Session) -> None:
 
 @nox.session
 def bump_llama(session: nox.Session) -> None:
-    """Move the llama.cpp pin in one step: `-- COMMIT LLAMA_CPP_PYTHON_VERSION [--tag bNNNN] [--sdist FILE]`."""
+    """Move the llama.cpp pin in one step: `-- COMMIT LLAMA_CPP_PYTHON_VERSION [--tag bNNNN] [--sdist FILE]`; then
+    build the wheels of the new pin and rerun upstream's server tests against a stock build of it (`nox -s upstream
+    -- --against-stock`): no test may have another outcome on a wheel than on stock, and tests/upstream/ is
+    rewritten for review."""
     _factory(session, "bump-llama", *session.posargs)
+    session.notify("wheels")
+    session.notify("upstream", ["--against-stock"])
 
 
 DIST = ROOT / "dist"
@@ -469,6 +475,152 @@ def _old_glibc_tier(session: nox.Session, house: Path, args: list[str]) -> None:
     root = os.environ.get("LLCUDA_OLD_GLIBC_ROOT", "/var/cache/llcuda/bullseye-root")
     session.run("bash", str(ROOT / "ci" / "old-glibc-root.sh"), root, external=True)
     _suite(session, house, ["tests/oldglibc", f"--old-glibc-root={root}", "--run-wheels=all", *args])
+
+
+UPSTREAM = ROOT / "tests" / "upstream"
+# The CUDA wheels run the files whose tests evaluate a model (every graph path: llama, MoE with a draft model and
+# a LoRA, BERT embeddings and reranking, infill); the files that test the HTTP surface (OpenAI/Anthropic/GCP
+# compatibility, the router, MCP, tools, metrics, security) exercise code no backend option changes, and run on cpu.
+UPSTREAM_CUDA_SUBSET = (
+    "unit/test_basic.py",
+    "unit/test_completion.py",
+    "unit/test_ctx_shift.py",
+    "unit/test_embedding.py",
+    "unit/test_infill.py",
+    "unit/test_lora.py",
+    "unit/test_rerank.py",
+    "unit/test_speculative.py",
+    "unit/test_tokenize.py",
+)
+
+
+UPSTREAM_SECONDS: dict[str, float] = {}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _upstream_run(
+    session: nox.Session, work: Path, server: Path, label: str, files: tuple[str, ...] = (), expected: bool = True
+) -> Path:
+    """One run of upstream's server tests against ``server``; returns its outcomes file."""
+    results = work / f"outcomes-{label}.txt"
+    env = {
+        **FACTORY_ENV,
+        "LLAMA_SERVER_BIN_PATH": str(server),
+        "LLCUDA_UPSTREAM_MODELS": str(work / "models"),
+        "LLCUDA_UPSTREAM_RESULTS": str(results),
+        "PORT": str(_free_port()),
+        "LLAMA_CACHE": str(work / "cache"),  # what a test may look for there stays empty: no hub
+    }
+    if expected:
+        env["LLCUDA_UPSTREAM_EXPECTED"] = str(UPSTREAM / "expected.toml")
+        env["LLCUDA_UPSTREAM_STOCK"] = str(UPSTREAM / "stock-outcomes.txt")
+    start = time.monotonic()
+    with session.chdir(work / "tree" / "tools" / "server" / "tests"):
+        session.run(
+            *("pytest", "-p", "llcuda_testkit.upstream_plugin", "-p", "no:cacheprovider"),
+            *("-m", "not slow", "-q", "-rfE", "--durations=5", *files),
+            env=env,
+        )
+    UPSTREAM_SECONDS[label] = time.monotonic() - start
+    session.log(f"upstream on {label}: {UPSTREAM_SECONDS[label]:.0f} s")
+    return results
+
+
+def _stock_server(session: nox.Session, src: Path) -> Path:
+    """llama.cpp's llama-server as its own CMake builds it by default (native CPU, OpenMP), from the pinned tree."""
+    build = BUILD / "stock-llama.cpp"
+    launcher = [f"-DCMAKE_{lang}_COMPILER_LAUNCHER=ccache" for lang in ("C", "CXX") if shutil.which("ccache")]
+    session.run("cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", *launcher, external=True)
+    jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+    session.run("cmake", "--build", str(build), "--target", "llama-server", "-j", jobs, external=True)
+    return build / "bin" / "llama-server"
+
+
+@nox.session
+def upstream(session: nox.Session) -> None:
+    """Run llama.cpp's own server tests (the pinned tree's tools/server/tests) against the installed llama-server
+    of every backend wheel in wheelhouse/: all of them on cpu, UPSTREAM_CUDA_SUBSET on cc50 and cc75 (their CPU
+    fallback here). Models are local stand-ins (factory/llcuda_testkit/standins.py); every test passes or is
+    listed in tests/upstream/expected.toml, and the skips equal the stock build's.
+
+    `-- --against-stock` builds stock llama.cpp's llama-server from the same tree, runs the whole suite on it with no
+    list, writes tests/upstream/stock-outcomes.txt, and compares every wheel's outcomes with it test by test.
+    """
+    against_stock = "--against-stock" in session.posargs
+    session.install(*_group("upstream"))
+    src = Path(str(session.run("python", "-m", "llcuda_factory", "source", env=FACTORY_ENV, silent=True)).strip())
+    work = BUILD / "upstream"
+    shutil.rmtree(work, ignore_errors=True)
+    # A copy where upstream's relative paths resolve (../../../models/templates, ../../../tools/mtmd): the tests
+    # write into their folder, and the pinned tree stays untouched; what they only read is linked.
+    tests = work / "tree" / "tools" / "server" / "tests"
+    shutil.copytree(src / "tools" / "server" / "tests", tests)
+    (work / "tree" / "models").symlink_to(src / "models")
+    (work / "tree" / "tools" / "mtmd").symlink_to(src / "tools" / "mtmd")
+    session.install("-r", str(tests / "requirements.txt"))
+    session.run(
+        *("python", "-c", "import sys; from pathlib import Path; from llcuda_testkit.standins import write_all;"),
+        "write_all(Path(sys.argv[1]), Path(sys.argv[2]))",
+        *(str(work / "models"), str(src / "models")),
+        env=FACTORY_ENV,
+    )
+    wheels = {t.name: sorted(WHEELHOUSE.glob(f"{t.package}-*.whl")) for t in all_targets().values()}
+    missing = [name for name, found in wheels.items() if not found]
+    if missing:
+        session.error(f"no wheel for {', '.join(missing)} in {WHEELHOUSE}: run `nox -s wheels` first")
+    session.install("--no-index", "--find-links", str(WHEELHOUSE / "deps"), *(str(w[-1]) for w in wheels.values()))
+    code = "import sysconfig; print(sysconfig.get_paths()['platlib'])"
+    site = Path(str(session.run("python", "-c", code, silent=True)).strip())
+    runs: dict[str, Path] = {}
+    if against_stock:
+        stock = _upstream_run(session, work, _stock_server(session, src), "stock", expected=False)
+        commit = session.run("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD", external=True, silent=True)
+        header = (
+            f"# llama.cpp's server tests on a stock build of the pinned tree (nox -s upstream -- --against-stock, "
+            f"llcuda {str(commit).strip()}, {time.strftime('%Y-%m-%d')}): OUTCOME<TAB>NODEID\n"
+        )
+        (UPSTREAM / "stock-outcomes.txt").write_text(header + stock.read_text())
+    for target in all_targets().values():
+        server = site / target.package / "bin" / "llama-server"
+        files = () if not target.is_cuda else UPSTREAM_CUDA_SUBSET
+        runs[target.name] = _upstream_run(session, work, server, target.name, files)
+    if against_stock:
+        _compare_with_stock(session, runs)
+        runs = {"stock": work / "outcomes-stock.txt", **runs}
+    _write_upstream_summary(runs)
+
+
+def _write_upstream_summary(runs: dict[str, Path]) -> None:
+    """benchmarks/results/upstream.md, which the docs include: counts per build and the expected failures."""
+    from llcuda_testkit.upstream import read_expected, read_outcomes, summary_markdown
+
+    xfail, flaky = read_expected(UPSTREAM / "expected.toml")
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    note = f"{time.strftime('%Y-%m-%d')}, commit {commit.stdout.strip() or '?'}, {os.cpu_count()} cores"
+    outcomes = {label: read_outcomes(path) for label, path in runs.items()}
+    text = summary_markdown(outcomes, UPSTREAM_SECONDS, xfail, flaky, note)
+    (ROOT / "benchmarks" / "results" / "upstream.md").write_text(text)
+
+
+def _compare_with_stock(session: nox.Session, runs: dict[str, Path]) -> None:
+    """No test may have another outcome on a wheel than on the stock build (but the flaky ones)."""
+    from llcuda_testkit.upstream import differences, read_expected, read_outcomes
+
+    stock = read_outcomes(UPSTREAM / "stock-outcomes.txt")
+    _, flaky = read_expected(UPSTREAM / "expected.toml")
+    differ = [
+        f"{label}: {d}" for label, path in runs.items() for d in differences(stock, read_outcomes(path), set(flaky))
+    ]
+    if differ:
+        session.error("outcomes that differ from the stock build:\n  " + "\n  ".join(differ))
+    session.log(f"every outcome of {', '.join(runs)} equals the stock build's")
 
 
 @nox.session
