@@ -565,12 +565,11 @@ def upstream(session: nox.Session) -> None:
     (work / "tree" / "models").symlink_to(src / "models")
     (work / "tree" / "tools" / "mtmd").symlink_to(src / "tools" / "mtmd")
     session.install("-r", str(tests / "requirements.txt"))
-    session.run(
-        *("python", "-c", "import sys; from pathlib import Path; from llcuda_testkit.standins import write_all;"),
-        "write_all(Path(sys.argv[1]), Path(sys.argv[2]))",
-        *(str(work / "models"), str(src / "models")),
-        env=FACTORY_ENV,
-    )
+    write = "import sys; from pathlib import Path; from llcuda_testkit.standins import write_all; "
+    write += "write_all(Path(sys.argv[1]), Path(sys.argv[2]))"
+    session.run("python", "-c", write, str(work / "models"), str(src / "models"), env=FACTORY_ENV)
+    if not (work / "models" / "tinyllama2.gguf").is_file():
+        session.error(f"the stand-in models were not written into {work / 'models'}")
     wheels = {t.name: sorted(WHEELHOUSE.glob(f"{t.package}-*.whl")) for t in all_targets().values()}
     missing = [name for name, found in wheels.items() if not found]
     if missing:
