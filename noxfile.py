@@ -527,6 +527,7 @@ def _upstream_run(
             *("pytest", "-p", "llcuda_testkit.upstream_plugin", "-p", "no:cacheprovider"),
             *("-m", "not slow", "-q", "-rfE", "--durations=5", *files),
             env=env,
+            success_codes=[0] if expected else [0, 1],  # on stock, the failures are what the run records
         )
     UPSTREAM_SECONDS[label] = time.monotonic() - start
     session.log(f"upstream on {label}: {UPSTREAM_SECONDS[label]:.0f} s")
@@ -556,7 +557,8 @@ def upstream(session: nox.Session) -> None:
     against_stock = "--against-stock" in session.posargs
     session.install(*_group("upstream"))
     src = Path(str(session.run("python", "-m", "llcuda_factory", "source", env=FACTORY_ENV, silent=True)).strip())
-    work = BUILD / "upstream"
+    # Outside the repository: upstream's grep tool test searches the tree's root and skips folders named build/.
+    work = Path(tempfile.gettempdir()) / f"llcuda-upstream-{os.getuid()}"
     shutil.rmtree(work, ignore_errors=True)
     # A copy where upstream's relative paths resolve (../../../models/templates, ../../../tools/mtmd): the tests
     # write into their folder, and the pinned tree stays untouched; what they only read is linked.
