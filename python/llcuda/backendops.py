@@ -11,6 +11,7 @@ output is kept in llcuda's log folder; the result names the log.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -27,11 +28,11 @@ TOOL = "test-backend-ops"
 REPORT_URL = "https://github.com/waqasm86/llcuda/issues"
 
 # The ggml ops (as ggml_op_desc names them) of a llama-family model's forward pass: weights as matrix products
-# (MUL_MAT, MUL_MAT_ID for mixture-of-experts) over every quantized type, token embeddings (GET_ROWS), the KV cache
-# (SET_ROWS, CPY, CONT), norms, rotary embeddings, the attention softmax, residuals and gated activations.
+# (MUL_MAT) over every quantized type, token embeddings (GET_ROWS), the KV cache (SET_ROWS, CPY, CONT), norms,
+# rotary embeddings, the attention softmax, residuals and gated activations. Mixture-of-experts models add MUL_MAT_ID
+# (`--ops MUL_MAT_ID`): its cases go up to 512 experts, and the CPU's reference results take long on 2 cores.
 LLAMA_OPS = (
     "MUL_MAT",
-    "MUL_MAT_ID",
     "GET_ROWS",
     "SET_ROWS",
     "CPY",
@@ -133,7 +134,12 @@ class SelftestResult:
             )
             return "\n".join(filter(None, [head, f"this GPU, driver and build compute wrong numbers; {report}", log]))
         how = _describe_exit(self.returncode)
-        during = f" during {self.last_test}" if self.last_test else ""
+        if self.last_test.endswith(" [unfinished]"):
+            during = f" during {self.last_test.removesuffix(' [unfinished]')}"
+        elif self.last_test:
+            during = f" in the case after {self.last_test}"
+        else:
+            during = " before its first op test"
         head = f"selftest: CRASH: {TOOL} {how}{during}"
         return "\n".join(filter(None, [head, report, log]))
 
@@ -188,9 +194,10 @@ def parse(output: str, returncode: int, *, gpu_present: bool = False) -> Selftes
             continue
         if m := _TEST.match(line):
             op, params, rest = m.groups()
-            # A case prints its name, runs, then its result on the same line: a line with no result is the case
-            # that was running when the process died.
-            last_started = "" if rest.endswith(("OK", "FAIL")) or rest.startswith(_NO_RESULT) else f"{op}({params})"
+            # A case's line comes once it has run (test mode), so a crash names the last case that finished; a line
+            # cut short (a name with no result) is the case that was running.
+            finished = rest.endswith(("OK", "FAIL")) or rest.startswith(_NO_RESULT)
+            last_started = f"{op}({params})" if finished else f"{op}({params}) [unfinished]"
             if rest.endswith("FAIL"):
                 detail = re.sub(r"^\[\w+\]\s*", "", rest.removesuffix("FAIL").strip())
                 failures.append(OpFailure(current, op, params, detail))
@@ -258,7 +265,7 @@ def selftest(
     args = [str(tool), "test", "-o", ",".join(ops), *(["-b", device] if device else [])]
     folder = log_dir or cache_dir() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / f"selftest-{chosen.target}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_path = folder / f"selftest-{chosen.target}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     with log_path.open("w") as log:
         log.write(f"$ {' '.join(args)}\n")
         log.flush()

@@ -44,11 +44,21 @@ def test_a_failing_run_names_the_op_and_types_and_what_to_report() -> None:
     assert backendops.REPORT_URL in summary and "llcuda doctor --json" in summary
 
 
-def test_a_crash_names_the_signal_and_the_test_that_was_running() -> None:
-    result = backendops.parse(*recording("crash"))
-    assert result.verdict == "crash" and result.exit_code == 2
-    assert result.last_test.startswith("MUL_MAT(")
-    assert "CRASH" in result.summary and "SIGSEGV" in result.summary and result.last_test in result.summary
+def test_a_crash_names_the_signal_and_the_last_case_that_finished() -> None:
+    output, code = recording("crash")
+    result = backendops.parse(output, code)
+    assert result.verdict == "crash" and result.exit_code == 2 and code == -signal.SIGSEGV
+    last = [line for line in output.splitlines() if line.startswith("  MUL_MAT(")][-1]
+    assert result.last_test == last.split(": ")[0].strip()
+    assert f"CRASH: test-backend-ops was killed by SIGSEGV in the case after {result.last_test}" in result.summary
+    assert backendops.REPORT_URL in result.summary
+
+
+def test_a_line_cut_short_is_the_case_that_was_running() -> None:
+    output, _ = recording("crash")
+    cut = output + "  ROPE(type=f32,ne_a=[128,32,2,1],n_dims=128): "
+    result = backendops.parse(cut, -signal.SIGABRT)
+    assert "killed by SIGABRT during ROPE(type=f32,ne_a=[128,32,2,1],n_dims=128)" in result.summary
 
 
 def test_no_gpu_is_its_own_verdict_and_not_a_failure() -> None:
@@ -121,7 +131,7 @@ def test_selftest_reports_a_crash_with_exit_2(fake_backend: Backend, capsys: pyt
     assert cli.main(["selftest", "--backend", "cc75", "--ops", "MUL_MAT", "--json"]) == 2
     report = json.loads(capsys.readouterr().out)
     assert report["verdict"] == "crash" and report["returncode"] == -signal.SIGSEGV
-    assert report["last_test"].startswith("MUL_MAT(")
+    assert report["last_test"].startswith("MUL_MAT(type_a=q4_K")
     assert json.loads((fake_backend.bin_dir / "argv.json").read_text()) == ["test", "-o", "MUL_MAT"]
 
 
