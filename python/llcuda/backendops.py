@@ -261,7 +261,7 @@ def selftest(
             f'pip install --upgrade "llcuda[{chosen.target}]"'
         )
     if not ops:
-        raise ValueError("ops must name at least one ggml op, e.g. ('MUL_MAT',)")
+        raise LLCudaError("name at least one ggml op, e.g. --ops MUL_MAT,ROPE (or leave --ops out)")
     args = [str(tool), "test", "-o", ",".join(ops), *(["-b", device] if device else [])]
     folder = log_dir or cache_dir() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -277,7 +277,14 @@ def selftest(
         except subprocess.TimeoutExpired:
             returncode = -int(signal.SIGKILL)
             log.write(f"\nllcuda: stopped after {timeout:.0f} s\n")
-    result = parse(log_path.read_text(errors="replace"), returncode, gpu_present=bool(detect_gpus()))
+    output = log_path.read_text(errors="replace")
+    if device:
+        names = re.findall(r"^Backend \d+/\d+: (\S+)$", output, re.MULTILINE)
+        if names and device not in names:
+            raise LLCudaError(f"no device {device} here; the devices are: {', '.join(names)} (log: {log_path})")
+    result = parse(output, returncode, gpu_present=bool(detect_gpus()))
+    if result.verdict == "pass" and result.tests_total == 0:
+        raise LLCudaError(f"no op test matched --ops {','.join(ops)}; `test-backend-ops --list-ops` lists the ops")
     return SelftestResult(
         result.verdict,
         result.devices,

@@ -137,8 +137,8 @@ def test_selftest_reports_a_crash_with_exit_2(fake_backend: Backend, capsys: pyt
 
 def test_selftest_passes_the_device(fake_backend: Backend) -> None:
     install_fake_tool(fake_backend, "pass")
-    backendops.selftest("cc75", ops=("ADD",), device="CUDA1")
-    assert json.loads((fake_backend.bin_dir / "argv.json").read_text()) == ["test", "-o", "ADD", "-b", "CUDA1"]
+    backendops.selftest("cc75", ops=("ADD",), device="CPU")
+    assert json.loads((fake_backend.bin_dir / "argv.json").read_text()) == ["test", "-o", "ADD", "-b", "CPU"]
 
 
 def test_a_backend_without_the_tool_or_not_installed_is_one_clear_error(
@@ -150,3 +150,30 @@ def test_a_backend_without_the_tool_or_not_installed_is_one_clear_error(
     assert capsys.readouterr().err.strip() == (
         'llcuda: error: backend llcuda-cc50 is not installed (installed: llcuda-cc75): pip install "llcuda[cc50]"'
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ops", ","], "llcuda: error: name at least one ggml op, e.g. --ops MUL_MAT,ROPE (or leave --ops out)"),
+        (["--device", "CUDA7"], "llcuda: error: no device CUDA7 here; the devices are: CPU (log: "),
+    ],
+)
+def test_careless_options_are_one_clear_line(
+    fake_backend: Backend, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_fake_tool(fake_backend, "pass")
+    assert cli.main(["selftest", "--backend", "cc75", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err
+
+
+def test_ops_that_match_no_test_are_an_error_not_a_pass(fake_backend: Backend) -> None:
+    install_fake_tool(fake_backend, "pass")
+    output, _ = recording("pass")
+    kept = [line for line in output.splitlines() if not line.startswith("  MUL_MAT(")]
+    (fake_backend.bin_dir / "recorded.txt").write_text(
+        "\n".join(kept).replace("64/64 tests passed", "0/0 tests passed") + "\n"
+    )
+    with pytest.raises(LLCudaError, match=r"no op test matched --ops NOSUCHOP"):
+        backendops.selftest("cc75", ops=("NOSUCHOP",))
