@@ -22,6 +22,7 @@ before-all)
     dnf install -y -q binutils xz curl patchelf
     dnf install -y -q ccache 2>/dev/null || true  # EPEL; the cross-build runs without it too
     if factory cuda --target "$target"; then
+        "$py" -m pip install -q "platformdirs>=3"  # a toolkit of NVIDIA's wheels goes to llcuda's cache dir
         PYTHON="$py" bash "$here/install-cuda-toolkit.sh" --target "$target"  # the version of the row
     fi
     ;;

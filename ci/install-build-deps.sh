@@ -10,9 +10,11 @@
 #    patchelf, python3-venv, git, and the few tools the tests call
 #    (pgrep, ip). Nothing that is already installed is touched.
 # 2. The old-glibc toolchain every wheel is built with (manylinux_2_28): ci/install-sysroot.sh.
-# 3. The CUDA toolkit(s) the rows of targets.toml name: ci/install-cuda-toolkit.sh.
-# 4. .venv/ with nox (created once; kept if it is there).
-# The pinned .deb files of 2 and 3 stay in ~/.cache/llcuda/debs ($LLCUDA_DEB_CACHE), which CI caches.
+# 3. .venv/ with nox (created once; kept if it is there) and platformdirs, which the factory's toolkit step uses.
+# 4. The CUDA toolkit(s) the rows of targets.toml name: ci/install-cuda-toolkit.sh (with .venv's python: a toolkit
+#    from NVIDIA's wheels is installed by pip, into llcuda's cache dir).
+# The pinned .deb files of 2 and 4 stay in ~/.cache/llcuda/debs ($LLCUDA_DEB_CACHE), NVIDIA's wheels of 4 in
+# ~/.cache/llcuda/wheels and the toolkit made of them in ~/.cache/llcuda/toolkits, which CI caches.
 # Idempotent: run twice, the second run changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,11 +44,11 @@ else
 fi
 
 bash ci/install-sysroot.sh
-bash ci/install-cuda-toolkit.sh
 
-if [ ! -x .venv/bin/nox ]; then
+if [ ! -x .venv/bin/nox ] || ! .venv/bin/python -c "import platformdirs" 2>/dev/null; then
     log "creating .venv with nox"
     python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check "nox>=2025.2.9"
+    .venv/bin/python -m pip install -q --disable-pip-version-check "nox>=2025.2.9" "platformdirs>=3"
 fi
+PYTHON=.venv/bin/python bash ci/install-cuda-toolkit.sh
 log "ready: .venv/bin/nox -s wheels, then .venv/bin/nox -s tests"

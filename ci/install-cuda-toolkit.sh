@@ -5,11 +5,15 @@
 #   ci/install-cuda-toolkit.sh                 every version the table names
 #   ci/install-cuda-toolkit.sh --target cc50   the version of one row (what ci/cibw.sh runs)
 #
-# CUDA 12.4: Debian trixie's non-free packages, pinned by pool path and sha256 below, fetched into the .deb cache
-#   of ci/debs.sh (no apt, no dpkg: ar and tar) and unpacked into /opt/llcuda/cuda-12.4, where the factory looks
-#   without any environment variable. The same files serve Debian (host compiler g++-12) and PyPA's RHEL-based
-#   manylinux_2_28 image, where cibuildwheel builds the cross-check wheels (host compiler: gcc-toolset-13).
-# Debian 12, CUDA 11.8: bookworm's own non-free nvidia-cuda-toolkit in /usr, with g++-11.
+# Each version's [cuda-toolkits] entry in targets.toml says where it comes from:
+# - source = "debian" (CUDA 12.4): Debian trixie's non-free packages, pinned by pool path and sha256 below, fetched
+#   into the .deb cache of ci/debs.sh (no apt, no dpkg: ar and tar) and unpacked into /opt/llcuda/cuda-12.4, where
+#   the factory looks without any environment variable. The same files serve Debian (host compiler g++-12) and
+#   PyPA's RHEL-based manylinux_2_28 image, where cibuildwheel builds the cross-check wheels (gcc-toolset-13).
+#   Debian 12, CUDA 11.8: bookworm's own non-free nvidia-cuda-toolkit in /usr, with g++-11.
+# - source = "pypi" (CUDA 13.0): NVIDIA's wheels pinned there with their sha256, which the factory installs with pip
+#   into its own prefix in llcuda's cache dir (`llcuda_factory install-toolkit`): no root. $PYTHON must have pip
+#   and platformdirs (ci/install-build-deps.sh passes its .venv).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +22,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 log() { printf '[install-cuda-toolkit] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# The versions to install and where the factory looks for them ("VERSION PREFIX" lines), from targets.toml.
+# The versions to install, their source and where the factory looks for them ("VERSION SOURCE PREFIX" lines).
 python=${PYTHON:-python3}
 plan=$(PYTHONPATH="$here/../factory" "$python" -m llcuda_factory toolkits "$@") || exit 2  # the factory said why, in one line
 [ -n "$plan" ] || { log "nothing to install: no CUDA toolkit is named${*:+ for $*}"; exit 0; }
@@ -139,7 +143,11 @@ rhel_host_compiler() {
     [ -x "/opt/rh/gcc-toolset-$gcc/root/usr/bin/g++" ] || dnf install -y -q "gcc-toolset-${gcc}-gcc-c++"
 }
 
-while read -r ver prefix; do
+while read -r ver source prefix; do
+    if [ "$source" = pypi ]; then
+        PYTHONPATH="$here/../factory" "$python" -m llcuda_factory install-toolkit "$ver" || exit 1
+        continue
+    fi
     if command -v apt-get >/dev/null 2>&1; then
         case "$ver" in
         11.8) install_debian_118 ;;

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import configure, source, toolchain, toolkit
+from . import configure, cudaruntime, source, toolchain, toolkit
 from .errors import FactoryError
-from .targets import CudaArch, all_targets, cuda_versions, get_target
+from .targets import CudaArch, all_targets, cuda_toolkits, cuda_versions, get_target
 
 
 def _cmd_configure(args: argparse.Namespace) -> None:
@@ -59,9 +59,12 @@ def _cmd_toolkit(args: argparse.Namespace) -> None:
                 "version": tk.version_str,
                 "root": str(tk.root),
                 "bin_dir": str(tk.bin_dir),
+                "source": target.toolkit.source if target.toolkit else None,
                 "host_compiler": toolkit.host_compiler(tk),
                 "cublas": ".".join(map(str, tk.cublas_version or ())),
-                "dependencies": toolkit.wheel_dependencies(tk),
+                "cudart_release": tk.cudart_release,
+                "cublas_release": tk.cublas_release,
+                "dependencies": target.runtime_requirements,
             },
             indent=2,
         )
@@ -69,14 +72,33 @@ def _cmd_toolkit(args: argparse.Namespace) -> None:
 
 
 def _cmd_toolkits(args: argparse.Namespace) -> None:
-    """What ci/install-cuda-toolkit.sh installs: "VERSION PREFIX" per CUDA version of the table (or one row)."""
+    """What ci/install-cuda-toolkit.sh installs: "VERSION SOURCE PREFIX" per CUDA version of the table (or one row).
+    A debian toolkit goes to /opt/llcuda/cuda-X.Y; a pypi one to the factory's own prefix."""
+    from . import pypitoolkit
+
     if args.target:
         target = get_target(args.target)
         versions = [target.cuda] if target.cuda else []
     else:
         versions = cuda_versions()
+    pins = cuda_toolkits()
     for version in versions:
-        print(version, toolkit.TOOLKITS_DIR / f"cuda-{version}")
+        pin = pins[version]
+        where = pypitoolkit.prefix(pin) if pin.source == "pypi" else toolkit.TOOLKITS_DIR / f"cuda-{version}"
+        print(version, pin.source, where)
+
+
+def _cmd_install_toolkit(args: argparse.Namespace) -> None:
+    """Install a pypi toolkit of [cuda-toolkits] into the factory's prefix (nothing to do when it is there)."""
+    from . import pypitoolkit
+
+    pins = cuda_toolkits()
+    if args.version not in pins:
+        raise FactoryError(f'no [cuda-toolkits."{args.version}"] in targets.toml (known: {", ".join(sorted(pins))})')
+    pin = pins[args.version]
+    before = pypitoolkit.installed(pin)
+    root = pypitoolkit.ensure(pin)
+    print(f"CUDA {pin.version} {'already ' if before else ''}in {root} ({', '.join(sorted(pin.pinned))})")
 
 
 def _cmd_driver_floor(args: argparse.Namespace) -> None:
@@ -84,7 +106,7 @@ def _cmd_driver_floor(args: argparse.Namespace) -> None:
     in a build_info.json."""
     from . import fatbin
 
-    floor = toolkit.runtime_wheels(args.cuda_major).driver_floor
+    floor = cudaruntime.runtime_wheels(args.cuda_major).driver_floor
     cuobjdump = Path(args.cuobjdump) if args.cuobjdump else None
     report = fatbin.driver_floors(Path(args.library), floor, cuobjdump)
     if args.build_info:
@@ -177,9 +199,13 @@ def _cmd_check_release(args: argparse.Namespace) -> None:
 def _cmd_bump_llama(args: argparse.Namespace) -> None:
     from . import release
 
-    new = release.bump_llama(args.commit, args.version, tag=args.tag, sdist=Path(args.sdist) if args.sdist else None)
+    sdist = Path(args.sdist) if args.sdist else None
+    new = release.bump_llama(args.commit, args.version, tag=args.tag, sdist=sdist, dry_run=args.dry_run)
     for key, value in new.items():
         print(f"{key} = {value}")
+    if args.dry_run:
+        print("--dry-run: checked, nothing written")
+        return
     print("Now: fetch the new source (`nox -s prepare`), build (`nox -s wheels`), add a CHANGELOG entry.")
 
 
@@ -248,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("toolkits", help="print the CUDA versions the table builds with and their install prefixes")
     p.add_argument("--target", default=None, help="only this row's version")
     p.set_defaults(func=_cmd_toolkits)
+    p = sub.add_parser("install-toolkit", help="install a pypi toolkit of [cuda-toolkits] (NVIDIA's wheels, no root)")
+    p.add_argument("version", help="a key of [cuda-toolkits], e.g. 13.0")
+    p.set_defaults(func=_cmd_install_toolkit)
     p = sub.add_parser("driver-floor", help="the oldest NVIDIA driver that runs a built CUDA library")
     p.add_argument("library")
     p.add_argument("--cuda-major", type=int, required=True, help="the CUDA major the library was built with")
@@ -301,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("version", help="the llama-cpp-python version whose sdist vendors that commit")
     p.add_argument("--tag", default=None, help="llama.cpp's release tag of the commit (bNNNN)")
     p.add_argument("--sdist", default=None, help="a downloaded llama_cpp_python-VERSION.tar.gz (offline)")
+    p.add_argument("--dry-run", action="store_true", help="check the sdist vendors the commit; write nothing")
     p.set_defaults(func=_cmd_bump_llama)
     p = sub.add_parser("variants", help="write the llcuda wheel's variants and their variants.json (uv picks one)")
     p.add_argument("wheel", nargs="?", default=None, help="the plain llcuda wheel")

@@ -41,7 +41,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT, fatbin, project, source, symbols, toolchain, toolkit, wheelfile
+from . import REPO_ROOT, cudaruntime, fatbin, project, source, symbols, toolchain, toolkit, wheelfile
 from .configure import TOOLS
 from .errors import FactoryError
 from .targets import Target
@@ -98,21 +98,15 @@ def _check_cuda_contract(
 ) -> list[str]:
     """The CUDA runtime comes from the NVIDIA wheels of the row's major, and the driver floor is recorded."""
     problems: list[str] = []
-    wheels = toolkit.runtime_wheels(target.cuda_version[0])
+    wheels = cudaruntime.runtime_wheels(target.cuda_version[0])
     for lib_dir in wheels.lib_dirs:
         if f"$ORIGIN/../../{lib_dir}" not in runpaths:
             problems.append(f"{rel} lost its RUNPATH into site-packages/{lib_dir}: {runpaths}")
-    allowed_cuda = {*wheels.sonames, toolkit.DRIVER_SONAME}
+    allowed_cuda = {*wheels.sonames, cudaruntime.DRIVER_SONAME}
     for soname in needed(lib):
         if soname.startswith("libcu") and soname not in allowed_cuda:
             problems.append(f"{rel} needs {soname}, which the {wheels.cudart}/{wheels.cublas} wheels do not provide")
-    for dist in (wheels.cudart, wheels.cublas):
-        pins = [r for r in requires if re.match(rf"{re.escape(dist)}\s*>=\s*\d", r)]
-        if not pins:
-            problems.append(f"Requires-Dist does not name {dist}>=VERSION (has {requires})")
-    others = [r for r in requires if r.startswith("nvidia-") and not r.startswith((wheels.cudart, wheels.cublas))]
-    if others:
-        problems.append(f"Requires-Dist names NVIDIA wheels of another CUDA major: {others}")
+    problems += check_runtime_requirements(target, requires)
     recorded = info.get("driver")
     if not isinstance(recorded, dict) or "sass_driver" not in recorded:
         problems.append("build_info.json records no driver floor (driver.sass_driver)")
@@ -121,6 +115,44 @@ def _check_cuda_contract(
         for key in ("sass_driver", "ptx_jit_driver", "ptx_isa"):
             if recorded.get(key) != measured.get(key):
                 problems.append(f"build_info.json says {key}={recorded.get(key)}, the fatbin gives {measured.get(key)}")
+    return problems
+
+
+def check_runtime_requirements(target: Target, requires: list[str]) -> list[str]:
+    """The Requires-Dist on NVIDIA's wheels is exactly the row's (its CUDA major's cudart and cuBLAS, from the
+    versions its toolkit links), and each accepts every version the users' environments hold
+    (:attr:`cudaruntime.RuntimeWheels.accepts`: torch's CUDA wheels, Colab's image), so that those download none."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    wheels = cudaruntime.runtime_wheels(target.cuda_version[0])
+    problems: list[str] = []
+    nvidia: dict[str, Requirement] = {}
+    for line in requires:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            problems.append(f"Requires-Dist {line!r} does not parse")
+            continue
+        if canonicalize_name(req.name).startswith("nvidia-") and req.name != "nvidia-ml-py":
+            nvidia[canonicalize_name(req.name)] = req
+    wanted = {canonicalize_name(Requirement(r).name): r for r in target.runtime_requirements}
+    for name, line in wanted.items():
+        got = nvidia.get(name)
+        if got is None:
+            problems.append(f"Requires-Dist does not name {line} (has {requires})")
+        elif got.specifier != Requirement(line).specifier:
+            problems.append(f"Requires-Dist says {got}, the row's toolkit links {line}")
+    others = sorted(str(r) for n, r in nvidia.items() if n not in wanted)
+    if others:
+        problems.append(f"Requires-Dist names NVIDIA wheels of another CUDA major or none of the row's: {others}")
+    for dist, versions in wheels.accepts.items():
+        pinned = nvidia.get(canonicalize_name(dist))
+        refused = [v for v in versions if pinned is not None and not pinned.specifier.contains(v, prereleases=True)]
+        if refused:
+            problems.append(
+                f"Requires-Dist {pinned} refuses {dist} {', '.join(refused)}, which users' environments hold"
+            )
     return problems
 
 
@@ -166,7 +198,7 @@ def _venv_install(wheel: Path, target: Target, find_links: list[Path], report: d
             report["cuda_libs_resolved"] = {
                 k: v.replace(site, "<site-packages>") for k, v in resolved.items() if k.startswith("libcu")
             }
-            for soname in toolkit.runtime_wheels(target.cuda_version[0]).sonames:  # the table's, not a list here
+            for soname in cudaruntime.runtime_wheels(target.cuda_version[0]).sonames:  # the table's, not a list here
                 hit = resolved.get(soname)
                 if hit is None or (Path(site).resolve() / "nvidia") not in Path(hit).parents:
                     problems.append(f"{soname} resolves to {hit or 'nothing'}, not to the venv's NVIDIA wheel")

@@ -31,7 +31,7 @@ license = "MIT"
 requires-python = ">=3.9"
 
 [project.entry-points."llcuda.backends"]
-{name} = "llcuda_{name}"
+{name} = "{package}"
 
 [[tool.dynamic-metadata]]
 provider = {{ path = "../../../factory", module = "llcuda_factory.metadata" }}
@@ -53,7 +53,9 @@ smoke = [{smoke}]
 
 def render(target: Target, root: Path = REPO_ROOT) -> str:
     smoke = project.load_toml(root / "pyproject.toml").get("dependency-groups", {}).get("smoke", [])
-    return _TEMPLATE.format(name=target.name, smoke=", ".join(json.dumps(str(r)) for r in smoke))
+    return _TEMPLATE.format(
+        name=target.name, package=target.package, smoke=", ".join(json.dumps(str(r)) for r in smoke)
+    )
 
 
 def path(target: Target, root: Path = REPO_ROOT) -> Path:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import REPO_ROOT, source, toolkit
+from . import REPO_ROOT, cudaruntime, source, toolkit
 from .errors import FactoryError
 from .project import llama_cpp_pin
 from .targets import CudaArch, Target, get_target
@@ -63,7 +63,7 @@ def settings(
     if cuda_version:  # benchmark builds only (a GPU machine with another toolkit); never a shipped wheel
         if not re.fullmatch(r"\d+\.\d+", cuda_version):
             raise FactoryError(f"invalid CUDA version {cuda_version!r}: expected MAJOR.MINOR, e.g. '13.0'")
-        target = dataclasses.replace(target, cuda=cuda_version)
+        target = dataclasses.replace(target, cuda=cuda_version, toolkit=None)  # whatever that machine has
     pin = llama_cpp_pin()
     src = source.resolve(explicit_source)
     out: dict[str, object] = {
@@ -89,8 +89,8 @@ def settings(
                 "LLCUDA_CUDA_BIN_DIR": tk.bin_dir,
                 "LLCUDA_CUDA_ROOT": tk.root,
                 "LLCUDA_CUDA_VERSION": tk.version_str,
-                "LLCUDA_CUDA_RPATH_DIRS": ";".join(toolkit.runtime_wheels(tk.major).lib_dirs),
-                "LLCUDA_CUDA_RUNTIME_WHEELS": ";".join(toolkit.wheel_dependencies(tk)),
+                "LLCUDA_CUDA_RPATH_DIRS": ";".join(cudaruntime.runtime_wheels(tk.major).lib_dirs),
+                "LLCUDA_CUDA_RUNTIME_WHEELS": ";".join(toolkit.wheel_dependencies(tk)),  # == the row's, checked
                 "LLCUDA_CUDA_CUDART_RELEASE": tk.cudart_release or "",
                 "LLCUDA_CUDA_CUBLAS_RELEASE": tk.cublas_release or "",
             }

@@ -5,8 +5,9 @@ Each ``python/backends/<target>/pyproject.toml`` declares ``dynamic = ["version"
 
 - ``version``: the one version of all llcuda distributions (``python/llcuda/_version.py``, via :mod:`.project`);
 - ``description``: the target's row in ``targets.toml``;
-- ``dependencies``: for CUDA targets, NVIDIA's cudart and cuBLAS wheels for the major version of the
-  toolkit that will build the wheel, worked out here and never hand-edited.
+- ``dependencies``: for CUDA targets, NVIDIA's cudart and cuBLAS wheels of the row's CUDA major, from the versions
+  its ``[cuda-toolkits]`` entry links on (the configure step checks the toolkit really links those), never
+  hand-edited.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import toolkit
 from .project import version
 from .targets import get_target
 
 
 def dynamic_metadata(settings: Mapping[str, Any], project: Mapping[str, Any]) -> dict[str, Any]:
     target = get_target(str(settings["target"]))
-    deps = toolkit.wheel_dependencies(toolkit.select(target)) if target.is_cuda else []
+    deps = target.runtime_requirements
     return {
         "version": version(),
         "description": f"llama.cpp {target.name} backend for llcuda: {target.description}",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT, backends, project, source, toolchain, toolkit, variants
+from . import REPO_ROOT, backends, cudaruntime, project, source, toolchain, variants
 from .errors import FactoryError
 from .project import TABLE
 from .targets import all_targets
@@ -109,8 +109,9 @@ def _check_dist(dist: Path, rel: Release, targets: list[str]) -> list[str]:
     backend wheel is tagged ``[toolchain] platform``; ``SHA256SUMS``, where present, lists exactly these files."""
     problems: list[str] = [*_check_sums(dist)]
     platform = toolchain.get().platform
+    rows = all_targets()
     for target in targets:
-        for wheel in sorted(dist.glob(f"llcuda_{target}-*.whl")):
+        for wheel in sorted(dist.glob(f"{rows[target].package}-*.whl")):
             if not wheel.name.endswith(f"-py3-none-{platform}.whl"):
                 problems.append(f"{wheel.name} is not tagged py3-none-{platform} (targets.toml [toolchain])")
     expected = {f'llcuda-{t}=={rel.version}; extra == "{t}"' for t in targets}
@@ -213,14 +214,15 @@ def _check_cuda_versions(root: Path, table: dict[str, Any], dist: Path | None) -
         )
     if dist is None:
         return problems
+    packages = {name: t.package for name, t in all_targets(root / TABLE).items()}
     for name, version in rows.items():
-        for wheel in sorted(dist.glob(f"llcuda_{name}-*.whl")):
+        for wheel in sorted(dist.glob(f"{packages[name]}-*.whl")):
             with zipfile.ZipFile(wheel) as zf:
-                info = json.loads(zf.read(f"llcuda_{name}/build_info.json"))
+                info = json.loads(zf.read(f"{packages[name]}/build_info.json"))
             built = str(info.get("cuda", {}).get("toolkit_version", ""))
             if not built.startswith(f"{version}."):
                 problems.append(f"{wheel.name} was built with CUDA {built or '?'}, targets.toml names {version}")
-            wheels = toolkit.runtime_wheels(int(str(version).split(".")[0]))
+            wheels = cudaruntime.runtime_wheels(int(str(version).split(".")[0]))
             requires = wheel_requires(wheel)
             names = {re.split(r"[<>=!~; ]", r, maxsplit=1)[0] for r in requires}
             if names != {wheels.cudart, wheels.cublas}:
@@ -257,13 +259,20 @@ def _replace(text: str, key: str, value: str, where: Path) -> str:
 
 
 def bump_llama(
-    commit: str, sdist_version: str, *, tag: str | None = None, sdist: Path | None = None, root: Path = REPO_ROOT
+    commit: str,
+    sdist_version: str,
+    *,
+    tag: str | None = None,
+    sdist: Path | None = None,
+    root: Path = REPO_ROOT,
+    dry_run: bool = False,
 ) -> dict[str, str]:
     """Move the llama.cpp pin in one step: targets.toml's ``[llama-cpp]`` table and the submodule gitlink.
 
     The sdist is downloaded (or taken from ``sdist``), hashed, and must vendor exactly ``commit``; nothing is
-    written unless it does. The sdist does not record llama.cpp's release tag: pass ``tag`` (``b1234``), or the
-    pin is recorded as ``g<short commit>`` with build number 0.
+    written unless it does, and nothing at all with ``dry_run`` (the new pin is only returned). The sdist does not
+    record llama.cpp's release tag: pass ``tag`` (``b1234``), or the pin is recorded as ``g<short commit>`` with
+    build number 0.
     """
     if not _HEX40.match(commit):
         raise FactoryError(f"{commit!r} is not a full 40-hex llama.cpp commit")
@@ -292,6 +301,8 @@ def bump_llama(
     table_text = table_path.read_text()
     for key, value in new.items():
         table_text = _replace(table_text, key, value, table_path)
+    if dry_run:
+        return new
     table_path.write_text(table_text)
     if submodule_commit(root) is not None:
         subprocess.run(

@@ -10,7 +10,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import project, toolchain, toolkit
+from . import cudaruntime, project, toolchain
 from .errors import FactoryError
 from .targets import Target
 
@@ -19,8 +19,8 @@ def excludes(target: Target) -> list[str]:
     """Never graft the driver (it comes from the machine) nor the CUDA runtime of the row's major (it comes from
     NVIDIA's wheels, found through RUNPATHs into site-packages/nvidia)."""
     if not target.is_cuda:
-        return [toolkit.DRIVER_SONAME]
-    return [toolkit.DRIVER_SONAME, *toolkit.runtime_wheels(target.cuda_version[0]).sonames]
+        return [cudaruntime.DRIVER_SONAME]
+    return [cudaruntime.DRIVER_SONAME, *cudaruntime.runtime_wheels(target.cuda_version[0]).sonames]
 
 
 def _env(tc: toolchain.Toolchain) -> dict[str, str]:

@@ -1,23 +1,23 @@
 """Find the CUDA toolkit a target's row names, and say exactly why when it is not there.
 
-Each CUDA row of ``targets.toml`` names its toolkit version (``cuda = "12.4"``). The factory builds with a
-toolkit of exactly that version, checked before anything compiles:
+Each CUDA row of ``targets.toml`` names its toolkit version (``cuda = "12.4"``), an entry of ``[cuda-toolkits]``
+that says where it comes from. The factory builds with a toolkit of exactly that version, linking exactly the
+runtime versions the entry names, checked before anything compiles:
 
 - ``LLCUDA_CUDA_HOME`` (or ``CUDAToolkit_ROOT``) names the only toolkit to consider;
-- otherwise every nvcc found is a candidate: PATH, the prefixes ``ci/install-cuda-toolkit.sh`` unpacks into
-  (``/opt/llcuda/cuda-X.Y/usr``), NVIDIA's ``/usr/local/cuda*`` and Debian's ``/usr/bin``.
+- a ``pypi`` toolkit is the factory's own prefix of NVIDIA's wheels (:mod:`.pypitoolkit`, installed on first use):
+  nothing else on the machine is looked at, neither PATH nor ``/usr/local/cuda``;
+- for a ``debian`` toolkit every nvcc found is a candidate: PATH, the prefixes ``ci/install-cuda-toolkit.sh``
+  unpacks into (``/opt/llcuda/cuda-X.Y/usr``), NVIDIA's ``/usr/local/cuda*`` and Debian's ``/usr/bin``.
 
 Debian's nvcc calls ``ptxas`` through PATH, so the build puts :attr:`Toolkit.bin_dir` first on PATH for every
-nvcc call (cmake/LLCUDACudaToolkit.cmake does).
-
-:data:`RUNTIME_WHEELS` is the one table of how a CUDA major's runtime reaches a backend wheel: NVIDIA's PyPI
-wheels (the Requires-Dist), the folders they unpack to (the RUNPATHs, and the runtime's fallback search), the
-sonames auditwheel must not graft, and the driver that CUDA minor-version compatibility needs.
+nvcc call (cmake/LLCUDACudaToolkit.cmake does). How the runtime reaches a backend is :mod:`.cudaruntime`.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -25,6 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cudaruntime, pypitoolkit
 from .errors import FactoryError
 from .targets import Target
 
@@ -35,58 +36,6 @@ ENV_HOME = ("LLCUDA_CUDA_HOME", "CUDAToolkit_ROOT")
 
 # Newest GCC major each CUDA release accepts as host compiler (NVIDIA's installation guides).
 _MAX_GCC = [((13, 0), 15), ((12, 8), 14), ((12, 4), 13), ((12, 0), 12), ((11, 5), 11), ((11, 0), 10)]
-
-
-@dataclass(frozen=True)
-class RuntimeWheels:
-    """How the CUDA runtime of one major version reaches a backend wheel: NVIDIA's PyPI wheels, never bundled."""
-
-    cudart: str  # distribution providing libcudart
-    cublas: str  # distribution providing libcublas and libcublasLt
-    lib_dirs: tuple[str, ...]  # where they unpack, relative to site-packages (RUNPATHs point there)
-    sonames: tuple[str, ...]  # what libggml-cuda.so needs from them (auditwheel never grafts these)
-    driver_floor: str  # the oldest driver that runs this major's runtime (minor-version compatibility)
-    floor_cuda: str  # the CUDA version of that driver, as nvidia-smi and the variant provider name it ("12.0")
-
-
-# NVIDIA's CUDA compatibility guide (minor-version compatibility floors, Linux x86_64). CUDA 13's wheels drop
-# the -cuXX suffix and unpack into nvidia/cu13/lib.
-RUNTIME_WHEELS = {
-    11: RuntimeWheels(
-        "nvidia-cuda-runtime-cu11",
-        "nvidia-cublas-cu11",
-        ("nvidia/cuda_runtime/lib", "nvidia/cublas/lib"),
-        ("libcudart.so.11.0", "libcublas.so.11", "libcublasLt.so.11"),
-        "450.80.02",
-        "11.0",
-    ),
-    12: RuntimeWheels(
-        "nvidia-cuda-runtime-cu12",
-        "nvidia-cublas-cu12",
-        ("nvidia/cuda_runtime/lib", "nvidia/cublas/lib"),
-        ("libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12"),
-        "525.60.13",
-        "12.0",
-    ),
-    13: RuntimeWheels(
-        "nvidia-cuda-runtime",
-        "nvidia-cublas",
-        ("nvidia/cu13/lib",),
-        ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13"),
-        "580.65.06",
-        "13.0",
-    ),
-}
-# The driver never grafted into a wheel, whatever the major.
-DRIVER_SONAME = "libcuda.so.1"
-
-
-def runtime_wheels(major: int) -> RuntimeWheels:
-    try:
-        return RUNTIME_WHEELS[major]
-    except KeyError:
-        known = ", ".join(f"{m}.x" for m in sorted(RUNTIME_WHEELS))
-        raise FactoryError(f"CUDA {major}: no PyPI runtime wheels are mapped (known: {known})") from None
 
 
 # The last toolkit major that can still target each architecture family (NVIDIA's arch support matrix).
@@ -159,6 +108,15 @@ def _library_release(root: Path, name: str) -> str | None:
     return None
 
 
+def _recorded_releases(root: Path) -> tuple[str | None, str | None]:
+    """The runtime versions a pypi toolkit's prefix records (its libraries are named only ``.so.13``)."""
+    record = root / pypitoolkit.RECORD
+    if not record.is_file():
+        return None, None
+    data = json.loads(record.read_text())
+    return data.get("cudart"), data.get("cublas")
+
+
 def probe(nvcc: Path) -> Toolkit | None:
     """Describe the toolkit behind one nvcc, or None when it does not run."""
     out = _run([str(nvcc), "--version"])
@@ -175,6 +133,7 @@ def probe(nvcc: Path) -> Toolkit | None:
         bin_dir = nvcc.resolve().parent
     root = bin_dir.parent
     cuobjdump = next((p for p in (bin_dir / "cuobjdump", nvcc.resolve().parent / "cuobjdump") if p.exists()), None)
+    cudart, cublas = _recorded_releases(root)
     return Toolkit(
         nvcc,
         bin_dir,
@@ -183,8 +142,8 @@ def probe(nvcc: Path) -> Toolkit | None:
         archs,
         _cublas_version(root),
         cuobjdump,
-        _library_release(root, "libcudart"),
-        _library_release(root, "libcublas"),
+        cudart or _library_release(root, "libcudart"),
+        cublas or _library_release(root, "libcublas"),
     )
 
 
@@ -238,7 +197,7 @@ def check_row(target: Target) -> None:
                 f"targets.toml: target {target.name} names CUDA {target.cuda}, but CUDA {last + 1} dropped compute "
                 f"capability {arch // 10}.{arch % 10}; name a CUDA 11.8–{last}.9 toolkit in its row"
             )
-    runtime_wheels(major)
+    cudaruntime.runtime_wheels(major)
 
 
 def _why_not(tk: Toolkit, target: Target) -> str | None:
@@ -252,18 +211,50 @@ def _why_not(tk: Toolkit, target: Target) -> str | None:
         return f"CUDA {tk.version_str} at {tk.root} has no cuBLAS headers (cublas_v2.h); install its cuBLAS dev package"
     if tk.cudart_release is None or tk.cublas_release is None:
         return f"CUDA {tk.version_str} at {tk.root} has no libcudart.so/libcublas.so to link against"
+    pin = target.toolkit
+    if pin is not None and (tk.cudart_release, tk.cublas_release) != (pin.cudart, pin.cublas):
+        return (
+            f"CUDA {tk.version_str} at {tk.root} links cudart {tk.cudart_release} and cuBLAS {tk.cublas_release}, "
+            f'not the {pin.cudart} and {pin.cublas} of [cuda-toolkits."{pin.version}"]'
+        )
     return None
+
+
+def install_hint(target: Target) -> str:
+    """The command that installs the toolkit of ``target``'s row."""
+    if target.toolkit is not None and target.toolkit.source == "pypi":
+        return f"PYTHONPATH=factory python -m llcuda_factory toolkit --target {target.name} (no root: NVIDIA's wheels)"
+    return INSTALL_HINT
+
+
+def _select_pypi(target: Target) -> Toolkit:
+    """The factory's own prefix of NVIDIA's wheels, installed if needed; nothing else on the machine counts."""
+    assert target.toolkit is not None
+    nvcc = pypitoolkit.ensure(target.toolkit) / "bin" / "nvcc"
+    tk = probe(nvcc)
+    if tk is None:
+        raise FactoryError(f"target {target.name}: {nvcc} does not run")
+    why = _why_not(tk, target)
+    if why:
+        raise FactoryError(
+            f"target {target.name} is built with CUDA {target.cuda} (targets.toml), and {nvcc} is {why}. "
+            f"Remove {pypitoolkit.prefix(target.toolkit)} and run again: {install_hint(target)}"
+        )
+    return tk
 
 
 def select(target: Target) -> Toolkit:
     """The toolkit of exactly the version ``target``'s row names, or a FactoryError that says what to install."""
     check_row(target)
+    explicit = any(os.environ.get(var) for var in ENV_HOME)
+    if target.toolkit is not None and target.toolkit.source == "pypi" and not explicit:
+        return _select_pypi(target)
     paths = candidates()
     want = f"CUDA {target.cuda}"
     if not paths:
         raise FactoryError(
             f"target {target.name} is built with {want} (targets.toml) and no nvcc was found "
-            f"(looked at $LLCUDA_CUDA_HOME, PATH, {', '.join(SEARCH)}). Install it: {INSTALL_HINT}"
+            f"(looked at $LLCUDA_CUDA_HOME, PATH, {', '.join(SEARCH)}). Install it: {install_hint(target)}"
         )
     reasons: list[str] = []
     usable: list[Toolkit] = []
@@ -281,7 +272,7 @@ def select(target: Target) -> Toolkit:
         detail = "\n  ".join(reasons)
         raise FactoryError(
             f"target {target.name} is built with {want} (targets.toml), and no usable {want} is installed here:\n"
-            f"  {detail}\nInstall it: {INSTALL_HINT}"
+            f"  {detail}\nInstall it: {install_hint(target)}"
         )
     return usable[0]
 
@@ -329,8 +320,8 @@ def host_compiler(tk: Toolkit, cxx: str | None = None, *, exact: bool = False) -
 
 
 def wheel_dependencies(tk: Toolkit) -> list[str]:
-    """NVIDIA's PyPI wheels that provide cudart and cuBLAS, each at least the version the build links."""
-    wheels = runtime_wheels(tk.major)
+    """NVIDIA's PyPI wheels that provide cudart and cuBLAS, each at least the version the build links, within its
+    major (what a row's ``runtime_requirements`` says, once :func:`select` has checked the toolkit links those)."""
     if tk.cudart_release is None or tk.cublas_release is None:
         raise FactoryError(f"CUDA {tk.version_str} at {tk.root}: cannot tell which cudart/cuBLAS it links")
-    return [f"{wheels.cudart}>={tk.cudart_release}", f"{wheels.cublas}>={tk.cublas_release}"]
+    return cudaruntime.runtime_wheels(tk.major).requirements(tk.cudart_release, tk.cublas_release)

@@ -11,10 +11,14 @@ doctor`` recommends), evaluated for every GPU the NVIDIA provider can name:
 
 - ``nvidia :: sm_arch :: XY_real`` for each arch the row has machine code for, where the rule picks that row;
 - ``nvidia :: sm_arch :: X0_virtual`` for each newer major whose GPUs the rule sends to this row's PTX;
-- ``nvidia :: cuda_version_lower_bound :: 12.0``: the CUDA runtime's driver floor (minor-version compatibility,
-  driver 525.60.13), the same on every variant. The provider ranks this feature above ``sm_arch`` and a higher
-  bound wins, so a PTX floor here (12.4) would beat the native variant; the PTX-JIT driver stays a run-time check
-  (``llcuda doctor`` names it).
+- ``nvidia :: cuda_version_lower_bound :: 12.0`` (13.0 for a CUDA 13 row): the CUDA runtime's driver floor
+  (minor-version compatibility, driver 525.60.13; 580.65.06), so that no driver below it ever gets the variant.
+  The provider ranks this feature above ``sm_arch`` and a higher bound wins, so a PTX floor here (12.4) would beat
+  the native variant; the PTX-JIT driver stays a run-time check (``llcuda doctor`` names it);
+- ``llcuda :: cuda :: 12``: the row's CUDA major, in llcuda's own static namespace, ranked above ``nvidia``. Its
+  values' order in targets.toml (``[variant.providers.llcuda]``) decides between two rows that differ only in
+  their CUDA major (cc75 and cc75-cu13) on a driver that runs both; without it the higher
+  ``cuda_version_lower_bound`` would always win.
 
 For a GPU of compute capability X.Y the provider accepts ``X{Y..0}_real`` then ``X0_virtual``, in that order of
 priority (wheelnext/nvidia-variant-provider, ``plugin.py``), for majors 5 to 12. The tests install the variants
@@ -36,10 +40,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import REPO_ROOT, project, toolkit
+from . import REPO_ROOT, cudaruntime, project
 from .errors import FactoryError
 from .source import sha256_of
-from .targets import TABLE, Target, all_targets, runtime_table
+from .targets import (
+    TABLE,
+    VARIANT_CUDA_FEATURE,
+    VARIANT_NAMESPACE,
+    Target,
+    all_targets,
+    cuda_preference,
+    runtime_table,
+)
 
 # The sm_arch majors the NVIDIA provider can name (its values run from 50_real to 129_real).
 PROVIDER_MAJORS = range(5, 13)
@@ -81,12 +93,16 @@ def is_variant_file(path: Path) -> bool:
 
 
 def plan(version: str, table: Path = TABLE, root: Path = REPO_ROOT) -> list[Variant]:
-    """The variants of llcuda ``version``, one per row of ``table``, by the runtime's rule."""
+    """The variants of llcuda ``version``, one per row of ``table``, by the runtime's rule.
+
+    A CUDA row's ``sm_arch`` values are the GPUs :func:`llcuda.fit.target_for` gives it when its own CUDA major
+    comes first (the choice by architecture; which major wins among equal rows is ``llcuda :: cuda``'s order)."""
     fit = project.runtime_package_module("fit", root)
     catalog = project.runtime_package_module("catalog", root)
     gpu_module = project.runtime_package_module("gpu", root)
     rows = catalog.parse(runtime_table(table))
     targets = all_targets(table)
+    preference = tuple(cuda_preference(table))
     cpu_rows = [r.name for r in rows if not r.is_cuda]
     if len(cpu_rows) != 1:
         raise FactoryError(f"{table}: the variants need exactly one CPU row for the null variant (got {cpu_rows})")
@@ -96,30 +112,34 @@ def plan(version: str, table: Path = TABLE, root: Path = REPO_ROOT) -> list[Vari
             cc = major * 10 + minor
             # A driver at every row's floor: the choice by architecture alone.
             gpu = gpu_module.GPU(0, f"CC {major}.{minor}", (major, minor), 0, 0, "")
-            chosen = fit.target_for(gpu, rows)
-            row = next(r for r in rows if r.name == chosen)
-            if not row.is_cuda:
-                continue
-            how = fit.arch_fit(row.archs, cc)
-            value = f"{cc}_real" if how == "native" and any(a.sass and a.cc == cc for a in row.archs) else None
-            if how == "ptx" and minor == 0:
-                value = f"{major}0_virtual"
-            if value and value not in props[chosen]:
-                props[chosen].append(value)
+            for first in preference:
+                prefer = (first, *(m for m in preference if m != first))
+                chosen = fit.target_for(gpu, rows, prefer=prefer)
+                row = next(r for r in rows if r.name == chosen)
+                if not row.is_cuda or row.cuda_major != first:
+                    continue
+                how = fit.arch_fit(row.archs, cc)
+                value = f"{cc}_real" if how == "native" and any(a.sass and a.cc == cc for a in row.archs) else None
+                if how == "ptx" and minor == 0:
+                    value = f"{major}0_virtual"
+                if value and value not in props[chosen]:
+                    props[chosen].append(value)
     variants = []
     for r in rows:
-        requires = f"{targets[r.name].distribution}=={version}"
+        target = targets[r.name]
+        requires = f"{target.distribution}=={version}"
         if not r.is_cuda:
             variants.append(Variant(r.name, NULL_LABEL, (), requires))
             continue
         if not props[r.name]:
             raise FactoryError(f"target {r.name}: no GPU the NVIDIA provider can name would pick it")
-        floor = toolkit.runtime_wheels(targets[r.name].cuda_version[0]).floor_cuda
+        floor = cudaruntime.runtime_wheels(target.cuda_version[0]).floor_cuda
         properties = (
+            f"{VARIANT_NAMESPACE} :: {VARIANT_CUDA_FEATURE} :: {target.cuda_version[0]}",
             f"nvidia :: cuda_version_lower_bound :: {floor}",
             *(f"nvidia :: sm_arch :: {v}" for v in props[r.name]),
         )
-        variants.append(Variant(r.name, r.name, properties, requires))
+        variants.append(Variant(r.name, target.variant_label, properties, requires))
     return variants
 
 

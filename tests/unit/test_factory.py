@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from conftest import fake_toolkit
-from llcuda_factory import REPO_ROOT, configure, metadata, source, toolkit
+from llcuda_factory import REPO_ROOT, configure, cudaruntime, metadata, pypitoolkit, source, toolkit
 from llcuda_factory.audit import audit
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.project import LlamaCppPin, llama_cpp_pin
 from llcuda_factory.project import version as project_version
-from llcuda_factory.targets import Target, all_targets, get_target
+from llcuda_factory.targets import Target, ToolkitPin, all_targets, cuda_toolkits, get_target
 
 # ---------------------------------------------------------------- the table
 
@@ -61,6 +62,8 @@ CUDA13_ARCHS = [75, 80, 86, 87, 88, 89, 90, 100, 110, 120]
 CUDA12_ARCHS = [50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90]
 CUDA118_ARCHS = [35, 37, 50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90]
 CUDA_ROWS = [t for t in all_targets().values() if t.is_cuda]
+DEBIAN_ROWS = [t for t in CUDA_ROWS if t.toolkit is not None and t.toolkit.source == "debian"]
+PYPI_ROWS = [t for t in CUDA_ROWS if t.toolkit is not None and t.toolkit.source == "pypi"]
 
 
 def test_every_cuda_row_names_one_exact_toolkit_version() -> None:
@@ -85,7 +88,7 @@ def test_a_row_without_a_proper_toolkit_version_is_refused(tmp_path: Path, row: 
         all_targets(table)
 
 
-@pytest.mark.parametrize("target", CUDA_ROWS, ids=lambda t: t.name)
+@pytest.mark.parametrize("target", DEBIAN_ROWS, ids=lambda t: t.name)
 def test_the_rows_version_wins_over_older_and_newer_toolkits(
     target: Target, no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,7 +107,7 @@ def test_the_rows_version_wins_over_older_and_newer_toolkits(
 def test_without_the_rows_version_the_error_lists_what_was_found_and_how_to_install(
     no_system_toolkits: Path, tmp_path: Path
 ) -> None:
-    target = CUDA_ROWS[0]
+    target = DEBIAN_ROWS[0]
     fake_toolkit(tmp_path / "cuda-13.0", "13.0", CUDA13_ARCHS)
     fake_toolkit(tmp_path / "cuda-11.8", "11.8", CUDA118_ARCHS)
     toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
@@ -120,13 +123,15 @@ def test_a_cuda_11_8_variant_takes_one_edited_row(no_system_toolkits: Path, tmp_
     """Editing a row's `cuda` moves everything that follows the CUDA major: toolkit, wheels, excludes, RUNPATHs."""
     from llcuda_factory import repair
 
-    variant = dataclasses.replace(get_target("cc50"), cuda="11.8")
+    pin = ToolkitPin("11.8", "debian", "11.8.127", "11.8.5.8")
+    variant = dataclasses.replace(get_target("cc50"), cuda="11.8", toolkit=pin)
     fake_toolkit(tmp_path / "debian", "11.8", CUDA118_ARCHS)
     fake_toolkit(tmp_path / "cuda-12.4", "12.4", CUDA12_ARCHS)
     toolkit.SEARCH.append(str(tmp_path / "*" / "bin" / "nvcc"))
     tk = toolkit.select(variant)
     assert tk.version == (11, 8)
-    assert toolkit.wheel_dependencies(tk) == ["nvidia-cuda-runtime-cu11>=11.8.127", "nvidia-cublas-cu11>=11.9.5.8"]
+    want = ["nvidia-cuda-runtime-cu11>=11.8.127,<12", "nvidia-cublas-cu11>=11.8.5.8,<12"]
+    assert toolkit.wheel_dependencies(tk) == want == variant.runtime_requirements
     assert repair.excludes(variant) == ["libcuda.so.1", "libcudart.so.11.0", "libcublas.so.11", "libcublasLt.so.11"]
     assert repair.excludes(get_target("cc50")) == [
         "libcuda.so.1",
@@ -134,7 +139,7 @@ def test_a_cuda_11_8_variant_takes_one_edited_row(no_system_toolkits: Path, tmp_
         "libcublas.so.12",
         "libcublasLt.so.12",
     ]
-    assert toolkit.runtime_wheels(11).driver_floor == "450.80.02"
+    assert cudaruntime.runtime_wheels(11).driver_floor == "450.80.02"
 
 
 def test_a_row_naming_a_toolkit_that_dropped_its_arch_is_a_table_error(no_system_toolkits: Path) -> None:
@@ -149,7 +154,7 @@ def test_no_toolkit_at_all_fails_before_compiling(no_system_toolkits: Path) -> N
 
 
 def test_toolkit_without_cublas_is_refused(no_system_toolkits: Path, tmp_path: Path) -> None:
-    target = CUDA_ROWS[0]
+    target = DEBIAN_ROWS[0]
     assert target.cuda is not None
     fake_toolkit(tmp_path / "cuda-x", target.cuda, CUDA118_ARCHS, cublas=False)
     toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
@@ -160,7 +165,7 @@ def test_toolkit_without_cublas_is_refused(no_system_toolkits: Path, tmp_path: P
 def test_explicit_cuda_home_is_the_only_candidate(
     no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = CUDA_ROWS[0]
+    target = DEBIAN_ROWS[0]
     assert target.cuda is not None
     fake_toolkit(tmp_path / "a", target.cuda, CUDA118_ARCHS)
     fake_toolkit(tmp_path / "b", "11.8", CUDA118_ARCHS)
@@ -173,14 +178,111 @@ def test_explicit_cuda_home_is_the_only_candidate(
 
 
 def test_wheel_dependencies_are_at_least_the_linked_libraries(no_system_toolkits: Path, tmp_path: Path) -> None:
-    for version, major in (("11.8", "11"), ("12.4", "12")):
+    for version, major in (("11.8", 11), ("12.4", 12)):
         tk = toolkit.probe(fake_toolkit(tmp_path / version, version, CUDA118_ARCHS))
         assert tk is not None
-        assert (tk.cudart_release, tk.cublas_release) == (f"{version}.127", f"{major}.9.5.8")
+        assert (tk.cudart_release, tk.cublas_release) == (f"{version}.127", f"{version}.5.8")
         assert toolkit.wheel_dependencies(tk) == [
-            f"nvidia-cuda-runtime-cu{major}>={version}.127",
-            f"nvidia-cublas-cu{major}>={major}.9.5.8",
+            f"nvidia-cuda-runtime-cu{major}>={version}.127,<{major + 1}",
+            f"nvidia-cublas-cu{major}>={version}.5.8,<{major + 1}",
         ]
+
+
+def test_each_rows_requirements_come_from_its_toolkit_entry() -> None:
+    """The Requires-Dist of each CUDA row, pinned here: CUDA 12 rows the -cu12 wheels, the CUDA 13 row the
+    unsuffixed ones (nvidia/cu13/lib), each from the version its toolkit links, within the major."""
+    rows = all_targets()
+    assert rows["cc50"].runtime_requirements == [
+        "nvidia-cuda-runtime-cu12>=12.4.127,<13",
+        "nvidia-cublas-cu12>=12.4.5.8,<13",
+    ]
+    assert rows["cc75"].runtime_requirements == rows["cc50"].runtime_requirements
+    assert rows["cc75-cu13"].runtime_requirements == ["nvidia-cuda-runtime>=13.0.96,<14", "nvidia-cublas>=13.1.0.3,<14"]
+    assert rows["cpu"].runtime_requirements == []
+    assert cudaruntime.runtime_wheels(13).lib_dirs == ("nvidia/cu13/lib",)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('source = "pypi"', 'source = "conda"'), "source must be one of debian, pypi"),
+        (('cudart = "13.0.96"', 'cudart = "13.0.48"'), "wheels pin nvidia-cuda-runtime==13.0.96, but it says 13.0.48"),
+        (("nvidia-cublas==13.1.0.3 --hash=sha256:", "nvidia-cublas==13.1.0.3 --hash=md5:"), "must list each wheel"),
+        (('[cuda-toolkits."13.0"]', '[cuda-toolkits."13.1"]'), 'names cuda = "13.0", which has no'),
+    ],
+)
+def test_a_bad_toolkit_entry_is_a_table_error(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    table = tmp_path / "targets.toml"
+    text = (REPO_ROOT / "targets.toml").read_text()
+    assert change[0] in text
+    table.write_text(text.replace(change[0], change[1]))
+    with pytest.raises(FactoryError, match=re.escape(message)):
+        all_targets(table)
+
+
+def _fake_pypi_prefix(pin: ToolkitPin, nvcc_version: str) -> Path:
+    """What pypitoolkit.install leaves (stamp, record, layout), with an nvcc that says ``nvcc_version``."""
+    tk_root = pypitoolkit.root(pin)
+    nvcc = fake_toolkit(tk_root, nvcc_version, CUDA13_ARCHS)
+    record = {"version": pin.version, "cudart": pin.cudart, "cublas": pin.cublas, "wheels": pin.pinned}
+    (tk_root / pypitoolkit.RECORD).write_text(json.dumps(record))
+    (pypitoolkit.prefix(pin) / pypitoolkit.STAMP).write_text(pypitoolkit._stamp(pin) + "\n")
+    return nvcc
+
+
+@pytest.mark.parametrize("target", PYPI_ROWS, ids=lambda t: t.name)
+def test_a_pypi_row_builds_with_its_own_prefix_whatever_else_is_installed(
+    target: Target, no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another 13.x first on PATH and in NVIDIA's /usr/local/cuda* places: the row's prefix of NVIDIA's wheels,
+    and nothing else, is its toolkit."""
+    assert target.toolkit is not None
+    monkeypatch.setenv(pypitoolkit.ENV_DIR, str(tmp_path / "toolkits"))
+    other = fake_toolkit(tmp_path / "usr-local-cuda-13.2", "13.2", CUDA13_ARCHS)
+    monkeypatch.setenv("PATH", f"{other.parent}:{os.environ['PATH']}")
+    toolkit.SEARCH.append(str(tmp_path / "usr-local-cuda-*" / "bin" / "nvcc"))
+    nvcc = _fake_pypi_prefix(target.toolkit, target.toolkit.version)
+    tk = toolkit.select(target)
+    assert (tk.nvcc, tk.root) == (nvcc, pypitoolkit.root(target.toolkit))
+    assert (tk.cudart_release, tk.cublas_release) == (target.toolkit.cudart, target.toolkit.cublas)
+    assert toolkit.wheel_dependencies(tk) == target.runtime_requirements
+
+
+@pytest.mark.parametrize("target", PYPI_ROWS, ids=lambda t: t.name)
+def test_a_pypi_prefix_of_another_version_stops_before_compiling(
+    target: Target, no_system_toolkits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert target.toolkit is not None
+    monkeypatch.setenv(pypitoolkit.ENV_DIR, str(tmp_path / "toolkits"))
+    _fake_pypi_prefix(target.toolkit, "13.2")
+    with pytest.raises(FactoryError) as err:
+        toolkit.select(target)
+    assert f"is CUDA 13.2, not the {target.cuda} that targets.toml names for {target.name}" in str(err.value)
+    assert f"Remove {pypitoolkit.prefix(target.toolkit)} and run again" in str(err.value)
+
+
+def test_the_driver_stub_defines_every_function_of_the_header_by_its_linked_name(tmp_path: Path) -> None:
+    """The link-time libcuda.so: every `CUresult cuX(...)` of cuda.h, under the name the header's macros give it
+    (cuMemAlloc -> cuMemAlloc_v2), soname libcuda.so.1."""
+    names = [f"cuFunction{i}" for i in range(120)]
+    header = tmp_path / "cuda.h"
+    header.write_text(
+        "typedef int CUresult;\n#define CUDAAPI\n#define cuMemAlloc cuMemAlloc_v2\n"
+        "CUresult CUDAAPI cuMemAlloc(void **p, unsigned long n);\n"
+        + "".join(f"CUresult CUDAAPI {n}(int x);\n" for n in names)
+    )
+    stub = tmp_path / "stubs" / "libcuda.so"
+    stub.parent.mkdir()
+    made = pypitoolkit.write_driver_stub(header, stub)
+    assert made == sorted([*names, "cuMemAlloc_v2"])
+    dynsym = subprocess.run(["nm", "-D", "--defined-only", str(stub)], capture_output=True, text=True, check=True)
+    defined = {line.split()[-1] for line in dynsym.stdout.splitlines()}
+    assert {"cuMemAlloc_v2", "cuFunction0", "cuFunction119"} <= defined and "cuMemAlloc" not in defined
+    soname = subprocess.run(["patchelf", "--print-soname", str(stub)], capture_output=True, text=True, check=True)
+    assert soname.stdout.strip() == "libcuda.so.1"
+    header.write_text("typedef int CUresult;\nCUresult cuInit(int);\n")
+    with pytest.raises(FactoryError, match="declares 1 driver functions; expected hundreds"):
+        pypitoolkit.write_driver_stub(header, stub)
 
 
 def test_the_installer_reads_its_versions_from_the_table() -> None:
@@ -190,13 +292,18 @@ def test_the_installer_reads_its_versions_from_the_table() -> None:
     assert out.returncode == 0, out.stderr
     want = sorted({t.cuda for t in CUDA_ROWS if t.cuda})
     assert sorted(line.split()[0] for line in out.stdout.splitlines()) == want
-    for line in out.stdout.splitlines():
-        version, prefix = line.split()
-        assert prefix == str(toolkit.TOOLKITS_DIR / f"cuda-{version}")
-        assert str(toolkit.TOOLKITS_DIR / "cuda-*" / "usr" / "bin" / "nvcc") in toolkit.SEARCH
+    pins = cuda_toolkits()
     script = (REPO_ROOT / "ci" / "install-cuda-toolkit.sh").read_text()
-    for version in want:  # every version the table names has pinned Debian packages
-        assert f"DEBIAN_PINS[{version}]=" in script
+    for line in out.stdout.splitlines():
+        version, source_kind, prefix = line.split()
+        assert source_kind == pins[version].source
+        if source_kind == "debian":  # pinned Debian packages, unpacked where the factory looks
+            assert prefix == str(toolkit.TOOLKITS_DIR / f"cuda-{version}")
+            assert f"DEBIAN_PINS[{version}]=" in script
+        else:  # NVIDIA's wheels, in the factory's own prefix
+            assert prefix == str(pypitoolkit.prefix(pins[version]))
+    assert str(toolkit.TOOLKITS_DIR / "cuda-*" / "usr" / "bin" / "nvcc") in toolkit.SEARCH
+    assert 'llcuda_factory install-toolkit "$ver"' in script
     cpu = subprocess.run(
         [sys.executable, "-m", "llcuda_factory", "toolkits", "--target", "cpu"], env=env, capture_output=True, text=True
     )
@@ -465,8 +572,8 @@ def test_metadata_of_a_cuda_wheel_names_the_toolkits_runtime_wheels(no_system_to
     toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
     meta = metadata.dynamic_metadata({"target": "cc50"}, {})
     assert meta["dependencies"] == [
-        f"nvidia-cuda-runtime-cu{major}>={cc50.cuda}.127",
-        f"nvidia-cublas-cu{major}>={major}.9.5.8",
+        f"nvidia-cuda-runtime-cu{major}>={cc50.cuda}.127,<{major + 1}",
+        f"nvidia-cublas-cu{major}>={cc50.cuda}.5.8,<{major + 1}",
     ]
 
 
@@ -695,3 +802,51 @@ def test_restore_rpaths_puts_back_what_grafting_dropped(tmp_path: Path, an_elf: 
     assert mode & 0o111, "an executable keeps its mode through the repack"
     # nothing dropped: the repaired wheel comes back untouched
     assert restore_rpaths(repaired, repaired, tmp_path / "work2") == repaired
+
+
+@pytest.mark.parametrize(
+    ("requires", "problem"),
+    [
+        (["nvidia-cuda-runtime>=13.0.96,<14", "nvidia-cublas>=13.1.0.3,<14"], None),
+        # a floor above what torch 2.11 and 2.12 install: their environments would download cuBLAS again
+        (
+            ["nvidia-cuda-runtime>=13.0.96,<14", "nvidia-cublas>=13.2.0.9,<14"],
+            "Requires-Dist says nvidia-cublas<14,>=13.2.0.9, the row's toolkit links nvidia-cublas>=13.1.0.3,<14",
+        ),
+        # no upper bound: an unsuffixed cuBLAS 14 would unpack into nvidia/cu14, where the RUNPATH does not look
+        (
+            ["nvidia-cuda-runtime>=13.0.96", "nvidia-cublas>=13.1.0.3,<14"],
+            "Requires-Dist says nvidia-cuda-runtime>=13.0.96, the row's toolkit links nvidia-cuda-runtime>=13.0.96,<14",
+        ),
+        # the CUDA 12 wheels for a CUDA 13 build: none of the row's, and another major's
+        (
+            ["nvidia-cuda-runtime-cu12>=12.4.127", "nvidia-cublas-cu12>=12.4.5.8"],
+            "Requires-Dist does not name nvidia-cuda-runtime>=13.0.96,<14 (has "
+            "['nvidia-cuda-runtime-cu12>=12.4.127', 'nvidia-cublas-cu12>=12.4.5.8'])",
+        ),
+        (
+            ["nvidia-cuda-runtime>=13.0.96,<14", "nvidia-cublas>=13.1.0.3,<14", "nvidia-cublas-cu12>=12.4.5.8"],
+            "Requires-Dist names NVIDIA wheels of another CUDA major or none of the row's: "
+            "['nvidia-cublas-cu12>=12.4.5.8']",
+        ),
+    ],
+)
+def test_the_audit_holds_a_cuda13_wheel_to_the_rows_requirements(requires: list[str], problem: str | None) -> None:
+    from llcuda_factory.audit import check_runtime_requirements
+
+    found = check_runtime_requirements(get_target("cc75-cu13"), requires)
+    assert (found[0] if found else None) == problem, found
+
+
+def test_the_audit_refuses_a_requirement_that_a_torch_environment_does_not_meet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row's own requirement, against versions users hold: a floor above torch 2.11's cuBLAS is named."""
+    from llcuda_factory import audit
+
+    row = get_target("cc75-cu13")
+    assert row.toolkit is not None
+    raised = dataclasses.replace(row, toolkit=dataclasses.replace(row.toolkit, cublas="13.2.0.9"))
+    found = audit.check_runtime_requirements(raised, raised.runtime_requirements)
+    assert found == [
+        "Requires-Dist nvidia-cublas<14,>=13.2.0.9 refuses nvidia-cublas 13.1.0.3, 13.1.1.3, which users' environments "
+        "hold"
+    ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_factory import REPO_ROOT, release, toolkit, variants
+from llcuda_factory import REPO_ROOT, cudaruntime, release, variants
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.project import llama_cpp_pin
 from llcuda_factory.reproducible import compare_wheels
@@ -145,7 +145,7 @@ def _variants(dist: Path, version: str) -> list[Path]:
 
 def _cuda_requires(target: str) -> list[str]:
     row = all_targets()[target]
-    wheels = toolkit.runtime_wheels(row.cuda_version[0])
+    wheels = cudaruntime.runtime_wheels(row.cuda_version[0])
     return [f"{wheels.cudart}>={row.cuda}.127", f"{wheels.cublas}>={row.cuda}.5.8"]
 
 
