@@ -1,7 +1,8 @@
 """llcuda: run llama.cpp's llama-server on old and modest NVIDIA GPUs, offline.
 
 Importing llcuda never touches the network and never downloads anything: backends are installed as wheels
-(``pip install "llcuda[cc50]"``, ``"llcuda[cc75]"`` or ``"llcuda[cpu]"``) and found through entry points.
+(``pip install "llcuda[cc50]"``, ``"llcuda[cc75]"``, ``"llcuda[cc75-cu13]"`` or ``"llcuda[cpu]"``) and found
+through entry points.
 Everything but the version and the error types loads on first use, so the import stays fast.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .errors import (
+    DriverTooOldError,
     EngineStateError,
     InsecureBindError,
     LLCudaError,
@@ -63,6 +65,7 @@ _LAZY = {
 
 __all__ = [
     "Backend",
+    "DriverTooOldError",
     "EngineStateError",
     "InferResult",
     "InferenceEngine",

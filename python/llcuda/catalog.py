@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -36,10 +36,19 @@ class TargetInfo:
     cuda: str | None
     archs: tuple[CudaArch, ...]
     driver_floor: str | None = None  # the oldest NVIDIA driver that runs its CUDA runtime; None for the CPU row
+    # NVIDIA's runtime wheels its backend requires ("nvidia-cublas>=13.1.0.3,<14"), and what each of those (with
+    # cuBLAS's own NVRTC) downloads in an environment that has none, in MB
+    runtime_requirements: tuple[str, ...] = ()
+    runtime_download_mb: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def is_cuda(self) -> bool:
         return bool(self.archs)
+
+    @property
+    def cuda_major(self) -> int | None:
+        """The CUDA major its backend is built with (13 for "13.0"); None for the CPU row."""
+        return int(self.cuda.split(".")[0]) if self.cuda else None
 
 
 @lru_cache(maxsize=1)
@@ -55,12 +64,24 @@ def targets() -> tuple[TargetInfo, ...]:
     return parse(json.loads(text))
 
 
+@lru_cache(maxsize=1)
+def _document() -> dict[str, Any]:
+    targets()  # the same file, the same error when it is missing
+    text = resources.files("llcuda").joinpath("_targets.json").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
 def variants_index() -> str:
     """The package index where each release publishes the llcuda wheel's variants, for uv (``simple/`` under
     ``[pages] url`` of targets.toml)."""
-    targets()  # the same file, the same error when it is missing
-    text = resources.files("llcuda").joinpath("_targets.json").read_text(encoding="utf-8")
-    return str(json.loads(text)["variants_index"])
+    return str(_document()["variants_index"])
+
+
+def cuda_preference() -> tuple[int, ...]:
+    """The CUDA majors in the order to prefer them when the driver runs several and nothing else tells them apart:
+    the order uv ranks llcuda's wheel variants in (``[variant.providers.llcuda]`` of targets.toml)."""
+    return tuple(int(m) for m in _document().get("cuda_preference", []))
 
 
 def parse(table: dict[str, Any]) -> tuple[TargetInfo, ...]:
@@ -72,6 +93,8 @@ def parse(table: dict[str, Any]) -> tuple[TargetInfo, ...]:
             cuda=row.get("cuda"),
             archs=tuple(CudaArch.from_json(a) for a in row.get("archs", [])),
             driver_floor=row.get("driver_floor"),
+            runtime_requirements=tuple(row.get("runtime_requirements", ())),
+            runtime_download_mb={str(k): float(v) for k, v in row.get("runtime_download_mb", {}).items()},
         )
         for row in table["targets"]
     )

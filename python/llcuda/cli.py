@@ -65,28 +65,49 @@ def _doctor(args: argparse.Namespace) -> int:
     except LLCudaError as err:
         print(f"llama-server: not found ({str(err).splitlines()[-1]})")
     print(report["recommendation"])
+    downloads = ", ".join(report["install_downloads"])
+    mb = f"about {report['install_download_mb']:.0f} MB of NVIDIA's CUDA wheels ({downloads})" if downloads else "0 MB"
     print(f"install for this machine: {report['install_pip']}")
-    print(f"  or with uv, which picks the backend by GPU (a preview): {report['install_uv']}")
+    print(f"  downloads {mb} here, besides the llcuda wheels")
+    print(f"  why: {report['install_why']}")
+    if report["uv_target"] == report["recommended_target"]:
+        print(f"  or with uv, which picks the backend by GPU (a preview): {report['install_uv']}")
+    else:
+        print(
+            f"  uv's wheel variants would pick llcuda-{report['uv_target']} here (uv sees the driver, not this "
+            f"environment's wheels); with uv: {report['install_uv']}"
+        )
     return 0
 
 
 def _backends(args: argparse.Namespace) -> int:
     from .discovery import find_llama_server
+    from .fit import target_for, why_runs
+    from .gpu import detect_gpus
 
     found = backends()
+    gpus = detect_gpus()
     try:  # however each was installed (an extra, a wheel variant), the one discovery picks for this GPU runs
-        runs: Path | None = find_llama_server()
+        runs: Path | None = find_llama_server(gpus)
     except LLCudaError:
         runs = None
+    why = why_runs(found, gpus[0] if gpus else None)
     if args.json:
         listed = [
-            {"target": b.target, "path": str(b.package_dir), "runs": b.llama_server == runs, **b.build_info}
+            {
+                "target": b.target,
+                "path": str(b.package_dir),
+                "runs": b.llama_server == runs,
+                "why": why[b.target],
+                **b.build_info,
+            }
             for b in found
         ]
         print(json.dumps(listed, indent=2))
         return 0
     if not found:
-        print('no backend installed: pip install "llcuda[cc50]" (or cc75, cpu)')
+        line = f'pip install "llcuda[{target_for(gpus[0] if gpus else None)}]"'
+        print(f"no backend installed: {line} (llcuda doctor says why)")
         return 1
     for b in found:
         info = b.build_info
@@ -98,6 +119,7 @@ def _backends(args: argparse.Namespace) -> int:
         )
         mark = "  <- runs" if b.llama_server == runs else ""
         print(f"llcuda-{b.target}: llama.cpp {info['llama_cpp']['tag']} ({where}) {b.llama_server}{mark}")
+        print(f"  {why[b.target]}")
     if runs is not None and all(b.llama_server != runs for b in found):
         print(f"runs: {runs} (LLAMA_SERVER_PATH or a build outside llcuda's backends)")
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 from .cachedir import cache_dir
 from .elf import is_elf
 from .errors import ServerNotFoundError
-from .fit import rank_backends, target_for
+from .fit import blocking_driver_problem, rank_backends, target_for
 from .gpu import GPU, detect_gpus
 from .installed import Backend, backends
 
@@ -68,7 +68,8 @@ def child_env(server: Path) -> dict[str, str]:
     if package_dir.name.startswith("llcuda_"):
         info = package_dir / "build_info.json"
         if info.is_file():
-            backend = Backend(package_dir.name.removeprefix("llcuda_"), package_dir, json.loads(info.read_text()))
+            data = json.loads(info.read_text())
+            backend = Backend(str(data.get("target", package_dir.name.removeprefix("llcuda_"))), package_dir, data)
             extra_dirs, _ = backend.cuda_library_dirs()
             if extra_dirs:
                 env["LD_LIBRARY_PATH"] = ":".join([*map(str, extra_dirs), *filter(None, [env.get("LD_LIBRARY_PATH")])])
@@ -133,3 +134,12 @@ def find_llama_server(gpus: list[GPU] | None = None) -> Path:
         f"llama-server not found; for this machine ({gpu_text}) install the backend: {fix}\n"
         f"(or set LLAMA_SERVER_PATH). Searched:\n{places}"
     )
+
+
+def driver_blocks(server: Path, gpus: list[GPU] | None = None) -> str | None:
+    """Why the installed backend that owns ``server`` cannot use this machine's GPU although it has code for it (the
+    driver is older than its CUDA runtime), naming the driver and the install line that works; None otherwise."""
+    owner = next((b for b in backends() if b.llama_server == server), None)
+    if owner is None or not owner.archs:
+        return None
+    return blocking_driver_problem(owner, detect_gpus() if gpus is None else gpus)

@@ -13,6 +13,11 @@ class ServerNotFoundError(LLCudaError, FileNotFoundError):
     """No usable llama-server: lists every place searched and the install command that fixes it."""
 
 
+class DriverTooOldError(LLCudaError):
+    """The GPU's driver is older than the CUDA runtime of the backend that has code for it (a CUDA 13 build under a
+    driver below 580): names the driver needed and the install line that works with this one."""
+
+
 class ModelError(LLCudaError):
     """A model spec that cannot be used: a missing, unreadable or corrupt file, or an unknown alias."""
 

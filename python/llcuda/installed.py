@@ -54,6 +54,12 @@ class Backend:
         version = self.build_info.get("cuda", {}).get("toolkit_version")
         return str(version) if version else None
 
+    @property
+    def cuda_major(self) -> int | None:
+        """The CUDA major of its toolkit (13 for "13.0.88"), None for a CPU backend."""
+        version = self.cuda_version
+        return int(version.split(".")[0]) if version else None
+
     def driver_floor(self, path: str) -> str | None:
         """The oldest NVIDIA driver that runs this backend's GPU code on ``path`` ("sass" or "ptx")."""
         floors = self.build_info.get("driver") or {}

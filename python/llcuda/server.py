@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .cachedir import cache_dir
-from .discovery import child_env, find_llama_server
+from .discovery import child_env, driver_blocks, find_llama_server
 from .errors import (
+    DriverTooOldError,
     EngineStateError,
     ModelLoadError,
     PortInUseError,
@@ -218,11 +219,15 @@ class ServerManager(ManagedProcess):
         """Launch llama-server on ``model_path`` and return once ``/health`` answers 200.
 
         ``gpu_layers=None`` leaves offload to llama-server, which fits layers to free VRAM itself.
-        Raises :class:`PortInUseError`, or :class:`ServerStartError` with the log tail and a diagnosis.
+        Raises :class:`PortInUseError`, :class:`DriverTooOldError` when the backend has code for the GPU but the
+        driver is older than its CUDA runtime (``gpu_layers=0`` runs on the CPU regardless), or
+        :class:`ServerStartError` with the log tail and a diagnosis.
         """
         if self.is_running():
             self.stop_server()
         exe = self.find_llama_server()
+        if str(gpu_layers) != "0" and (problem := driver_blocks(exe)):
+            raise DriverTooOldError(problem)
         if port is not None and not port_is_free(port):
             raise PortInUseError(f"port {port} on {LOOPBACK} is already in use; pass another port, or none")
         self.port = port if port is not None else free_port()

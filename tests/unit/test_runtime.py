@@ -558,13 +558,23 @@ def test_backends_names_the_one_that_runs_when_a_variant_and_an_extra_bring_two(
     monkeypatch.setattr(discovery, "backends", lambda: found)
     monkeypatch.setattr(cli, "backends", lambda: found)
     h100 = gpu.GPU(0, "H100", (9, 0), 81000, 80000, "580.82.07")
-    monkeypatch.setattr(discovery, "detect_gpus", lambda: [h100])
+    monkeypatch.setattr(gpu, "detect_gpus", lambda: [h100])
     assert cli.main(["backends"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.endswith("<- runs") for line in lines] == [False, True], lines  # cc75's newer PTX, as doctor says
+    heads = [line for line in lines if line.startswith("llcuda-")]
+    assert [line.endswith("<- runs") for line in heads] == [False, True], lines  # cc75's newer PTX, as doctor says
+    assert lines[1:] == [
+        "  PTX for this GPU (JIT at first start); llcuda-cc75 ranks first",
+        heads[1],
+        "  runs: PTX for this GPU (JIT at first start)",
+    ]
     assert cli.main(["backends", "--json"]) == 0
-    assert {b["target"]: b["runs"] for b in json.loads(capsys.readouterr().out)} == {"cc50": False, "cc75": True}
+    listed = json.loads(capsys.readouterr().out)
+    assert {b["target"]: b["runs"] for b in listed} == {"cc50": False, "cc75": True}
+    assert {b["target"]: b["why"] for b in listed}["cc75"] == "runs: PTX for this GPU (JIT at first start)"
     m940 = gpu.GPU(0, "GeForce 940M", (5, 0), 2048, 1900, "580.82.07")
-    monkeypatch.setattr(discovery, "detect_gpus", lambda: [m940])
+    monkeypatch.setattr(gpu, "detect_gpus", lambda: [m940])
     assert cli.main(["backends"]) == 0
-    assert capsys.readouterr().out.splitlines()[0].endswith("llama-server  <- runs")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("llama-server  <- runs") and out[1] == "  runs: machine code for this GPU"
+    assert out[3] == "  has no code for this GPU"
