@@ -55,10 +55,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the backend installed in this interpreter, which the smoke tests check (ci/cibw.sh test)",
     )
     parser.addoption(
-        "--old-glibc-root",
+        "--platform-root",
         metavar="DIR",
         default=None,
-        help="run tests/oldglibc/ in this Debian 11 root (ci/old-glibc-root.sh; root only): `nox -s tests_oldglibc`",
+        help="run tests/platforms/ in this Debian root (ci/platform-root.sh; root only): `nox -s tests_oldglibc`, "
+        "`nox -s tests_trixie`",
     )
     parser.addoption(
         "--site",
@@ -76,9 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/oldglibc/ runs only in its own tier, with a root to run in (`nox -s tests_oldglibc`); tests/docs/ only
-    with a built site (`nox -s docs`)."""
-    if collection_path.name == "oldglibc" and not config.getoption("--old-glibc-root"):
+    """tests/platforms/ runs only in its own tiers, with a root to run in (`nox -s tests_oldglibc`, `nox -s
+    tests_trixie`); tests/docs/ only with a built site (`nox -s docs`)."""
+    if collection_path.name == "platforms" and not config.getoption("--platform-root"):
         return True
     if collection_path.name == "docs" and collection_path.parent == Path(__file__).parent:
         return not config.getoption("--site")  # tests/docs/ runs on a built site only (`nox -s docs`)
@@ -155,7 +156,8 @@ def backend_wheel(target: Target) -> Path:
 
 def fake_toolkit(root: Path, version: str, archs: list[int], *, cublas: bool = True) -> Path:
     """A directory that looks like a CUDA toolkit to the factory: bin/nvcc, bin/ptxas, cuBLAS headers, and the
-    versioned cudart/cuBLAS libraries a build links (``libcudart.so -> libcudart.so.X.Y.127``)."""
+    versioned cudart/cuBLAS libraries a build links (``libcudart.so -> libcudart.so.X.Y.127``, ``libcublas.so ->
+    libcublas.so.X.Y.5.8``: for 12.4 the versions of targets.toml's ``[cuda-toolkits."12.4"]``)."""
     (root / "bin").mkdir(parents=True)
     nvcc = root / "bin" / "nvcc"
     arch_lines = "\\n".join(f"compute_{a}" for a in archs)
@@ -166,7 +168,7 @@ def fake_toolkit(root: Path, version: str, archs: list[int], *, cublas: bool = T
     )
     nvcc.chmod(nvcc.stat().st_mode | stat.S_IEXEC)
     (root / "bin" / "ptxas").touch()
-    major = version.split(".", maxsplit=1)[0]
+    major, minor = version.split(".", maxsplit=1)
     lib = root / "lib64"
     lib.mkdir()
     (lib / f"libcudart.so.{version}.127").touch()
@@ -175,10 +177,10 @@ def fake_toolkit(root: Path, version: str, archs: list[int], *, cublas: bool = T
         (root / "include").mkdir()
         (root / "include" / "cublas_v2.h").touch()
         (root / "include" / "cublas_api.h").write_text(
-            f"#define CUBLAS_VER_MAJOR {major}\n#define CUBLAS_VER_MINOR 9\n"
+            f"#define CUBLAS_VER_MAJOR {major}\n#define CUBLAS_VER_MINOR {minor}\n"
         )
-        (lib / f"libcublas.so.{major}.9.5.8").touch()
-        (lib / "libcublas.so").symlink_to(f"libcublas.so.{major}.9.5.8")
+        (lib / f"libcublas.so.{version}.5.8").touch()
+        (lib / "libcublas.so").symlink_to(f"libcublas.so.{version}.5.8")
     return nvcc
 
 
@@ -249,7 +251,9 @@ def install_backend(target: Target, where: Path) -> Installed:
     return Installed(target, python, site_packages(python), bundle)
 
 
-@pytest.fixture(scope="module", params=sorted(TARGETS))
+@pytest.fixture(scope="session", params=sorted(TARGETS))
 def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """``llcuda[<target>]`` in a fresh venv, once per target for the whole run (a CUDA target's venv holds NVIDIA's
+    cuBLAS: some 600 MB to unpack); the tests only read it and run its tools."""
     target = TARGETS[request.param]
     yield install_backend(target, tmp_path_factory.mktemp(f"venv-{target.name}"))

@@ -1,4 +1,4 @@
-"""What tests/oldglibc/test_bullseye.py runs inside the bullseye root, under its Python 3.9 and glibc 2.31.
+"""What tests/platforms/test_platform.py runs inside a Debian root (ci/platform-root.sh), under its Python and glibc.
 
 It imports only the standard library and the installed llcuda, and prints one JSON object for the host to check:
 

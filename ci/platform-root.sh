@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# The oldest system these machines can run the tests on: a Debian 11 (bullseye) root with glibc 2.31 and its
-# Python 3.9, made with debootstrap as ci/fresh-root.sh makes its bookworm one (as root; no container engine).
-# `nox -s tests_oldglibc` installs the wheels into it and runs tests/oldglibc/ there through chroot.
+# A Debian root to run the built wheels in, through chroot, made with debootstrap as ci/fresh-root.sh makes its
+# bookworm one (as root; no container engine). The platform tiers install the wheels into it and run
+# tests/platforms/ there:
 #
-#   sudo bash ci/old-glibc-root.sh [ROOT]     default ROOT: /var/cache/llcuda/bullseye-root
+#   bullseye  Debian 11: glibc 2.31 and Python 3.9, the oldest system these machines can run (nox -s tests_oldglibc)
+#   trixie    Debian 13: glibc 2.41 and Python 3.13, where Colab's Python and Ubuntu 24.04's glibc sit
+#             (nox -s tests_trixie)
+#
+#   sudo bash ci/platform-root.sh SUITE [ROOT]     default ROOT: /var/cache/llcuda/SUITE-root
 #
 # Cached: a root whose stamp matches this recipe is kept (the tier then takes seconds to start). Each test run
 # makes its own venv inside it, so nothing of one run reaches the next but pip's download cache.
 set -euo pipefail
-root=${1:-${LLCUDA_OLD_GLIBC_ROOT:-/var/cache/llcuda/bullseye-root}}
-log() { printf '[old-glibc-root] %s\n' "$*" >&2; }
+suite=${1:?usage: ci/platform-root.sh bullseye|trixie [ROOT]}
+root=${2:-/var/cache/llcuda/$suite-root}
+log() { printf '[platform-root %s] %s\n' "$suite" "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "error: run as root (debootstrap and chroot need it)"; exit 2; }
+case "$suite" in
+bullseye | trixie) ;;
+*) log "error: no platform tier for $suite (bullseye, trixie)"; exit 2 ;;
+esac
 
-suite=bullseye
 packages=python3,python3-venv,ca-certificates,procps,iproute2,util-linux
 recipe="$suite minbase $packages v1"
 if [ -f "$root/.llcuda-root" ] && [ "$(cat "$root/.llcuda-root")" = "$recipe" ]; then
-    log "$root is ready ($suite, $(chroot "$root" /usr/bin/python3 --version 2>&1))"
+    log "$root is ready ($(chroot "$root" /usr/bin/python3 --version 2>&1))"
     exit 0
 fi
 command -v debootstrap >/dev/null || {

@@ -1,8 +1,9 @@
-"""A Debian 11 root (glibc 2.31, Python 3.9; ``ci/old-glibc-root.sh``) to run the built wheels in, through chroot.
+"""A Debian root (``ci/platform-root.sh``: bullseye, glibc 2.31 and Python 3.9; trixie, glibc 2.41 and Python
+3.13) to run the built wheels in, through chroot.
 
-:class:`OldRoot` mounts what a process needs there (``/proc``, ``/dev``, ``/sys``) and one work folder shared with
-the host (``/llcuda-test``: the wheelhouse, models, scripts, venvs), and takes everything down again on exit.
-Commands run as root in the chroot with a clean environment; a venv made there is the system's Python 3.9.
+:class:`PlatformRoot` mounts what a process needs there (``/proc``, ``/dev``, ``/sys``) and one work folder shared
+with the host (``/llcuda-test``: the wheelhouse, models, scripts, venvs), and takes everything down again on exit.
+Commands run as root in the chroot with a clean environment; a venv made there is the system's Python.
 """
 
 from __future__ import annotations
@@ -14,22 +15,31 @@ from pathlib import Path
 
 WORK = "/llcuda-test"  # inside the root
 # Passed through to pip in the root (the index, timeouts, the certificate authorities: the root's own bundle, which
-# ci/old-glibc-root.sh made with the machine's local CAs), never anything else.
+# ci/platform-root.sh made with the machine's local CAs), never anything else.
 _PASS_ENV = ("PIP_DEFAULT_TIMEOUT", "PIP_INDEX_URL")
 _ROOT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-class OldRoot:
-    """``with OldRoot(root, host_work) as r: r.run([...])``; ``host_work`` appears as ``/llcuda-test`` inside."""
+class PlatformRoot:
+    """``with PlatformRoot(root, host_work) as r: r.run([...])``; ``host_work`` appears as ``/llcuda-test``
+    inside."""
 
     def __init__(self, root: Path, host_work: Path) -> None:
         self.root = root
         self.host_work = host_work
         self._mounted: list[Path] = []
 
-    def __enter__(self) -> OldRoot:
-        if not (self.root / ".llcuda-root").is_file():
-            raise RuntimeError(f"{self.root} is not a root made by ci/old-glibc-root.sh")
+    @property
+    def suite(self) -> str:
+        """The Debian suite the root was made of (the first word of ci/platform-root.sh's stamp)."""
+        stamp = self.root / ".llcuda-root"
+        if not stamp.is_file():
+            raise RuntimeError(f"{self.root} is not a root made by ci/platform-root.sh")
+        return stamp.read_text().split()[0]
+
+    def __enter__(self) -> PlatformRoot:
+        if not self.suite:  # reads the stamp: a folder that is no such root raises
+            raise RuntimeError(f"{self.root}: an empty .llcuda-root stamp")
         try:
             self._mount(["-t", "proc", "proc"], "proc")
             self._mount(["--rbind", "/dev"], "dev")
@@ -85,7 +95,7 @@ class OldRoot:
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"in the bullseye root, {' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
+                f"in the {self.suite} root, {' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
                 f"{proc.stderr[-3000:]}"
             )
         return proc
