@@ -1,8 +1,9 @@
 """llcuda's developer tasks. Sessions are verbs; `nox -l` lists them.
 
-nox -s wheels -- cc50 cc75        # build, repair and audit backend wheels into wheelhouse/
+nox -s wheels -- cc50 cc75        # build, repair and audit backend wheels into wheelhouse/ (default: every row)
 nox -s tests                      # the test suite (the README's test command); `-- tests/unit` for seconds
 nox -s tests_oldglibc             # the wheels on Debian 11 (glibc 2.31, Python 3.9) in a chroot (root)
+nox -s tests_trixie               # the wheels on Debian 13 (glibc 2.41, Python 3.13) in a chroot (root)
 nox -s lint                       # pre-commit: ruff, mypy, shellcheck, actionlint, zizmor, validate-pyproject
 nox -s docs                       # the documentation site (docs/_build/html), checked in headless Chromium
 nox -s offline -- cc50            # wheelhouse/offline-cc50/: everything `llcuda[cc50]` needs, no network
@@ -275,7 +276,8 @@ def offline(session: nox.Session) -> None:
         extra.append("--without-cuda-wheels")
     targets = _targets(session, args)
     if not targets:
-        session.error("name the targets to bundle: `nox -s offline -- cc50` (or cc75, cpu, several)")
+        session.error(f"name the targets to bundle: `nox -s offline -- cc50` (the targets: {', '.join(all_targets())})")
+    session.install(*_group("build"))  # the factory's own imports (packaging, platformdirs) and pip download
     _factory(session, "offline", *(t.name for t in targets), "--wheelhouse", str(WHEELHOUSE), *extra)
 
 
@@ -285,6 +287,7 @@ def offline(session: nox.Session) -> None:
 @nox.session
 def check_release(session: nox.Session) -> None:
     """Refuse to publish unless versions, the llama.cpp pin and the changelog agree: `-- [DIST_DIR]`."""
+    session.install(*_group("build"))
     _factory(session, "check-release", *session.posargs)
 
 
@@ -293,10 +296,12 @@ def bump_llama(session: nox.Session) -> None:
     """Move the llama.cpp pin in one step: `-- COMMIT LLAMA_CPP_PYTHON_VERSION [--tag bNNNN] [--sdist FILE]`; then
     build the wheels of the new pin and rerun upstream's server tests against a stock build of it (`nox -s upstream
     -- --against-stock`): no test may have another outcome on a wheel than on stock, and tests/upstream/ is
-    rewritten for review."""
+    rewritten for review. `--dry-run` checks that the sdist vendors the commit and writes nothing."""
+    session.install(*_group("build"))
     _factory(session, "bump-llama", *session.posargs)
-    session.notify("wheels")
-    session.notify("upstream", ["--against-stock"])
+    if "--dry-run" not in session.posargs:
+        session.notify("wheels")
+        session.notify("upstream", ["--against-stock"])
 
 
 DIST = ROOT / "dist"
@@ -312,7 +317,8 @@ def release(session: nox.Session) -> None:
     3. check_release and `twine check --strict` on dist/.
     4. Every dependency into dist-deps/ beside it; each extra installs in a fresh venv with no network
        (`unshare -n`) from dist/ and dist-deps/ only.
-    5. The whole suite and the old-glibc tier (as root) against dist/. The workflow publishes what passed.
+    5. The whole suite and the platform tiers (bullseye, trixie; as root) against dist/. The workflow publishes what
+       passed.
 
     `--draft` accepts a CHANGELOG entry still marked unreleased (a rehearsal before the release commit).
     """
@@ -361,9 +367,10 @@ def release(session: nox.Session) -> None:
         os.link(f, house / "deps" / f.name)
     _suite(session, house, ["tests", "--run-wheels=all", *(["--netns=require"] if os.geteuid() == 0 else [])])
     if os.geteuid() == 0:
-        _old_glibc_tier(session, house, [])
+        for suite in PLATFORM_ROOTS:
+            _platform_tier(session, suite, house, [])
     else:
-        session.warn("not root: the old-glibc tier and the netns tests did not run (the release workflow runs them)")
+        session.warn("not root: the platform tiers and the netns tests did not run (the release workflow runs them)")
     _factory(session, "check-release", str(DIST), *draft)  # nothing in dist/ changed while it was tested
     session.log(f"dist/ tested: {(DIST / rel.SUMS).read_text().count(chr(10))} files, {DIST / rel.SUMS}")
 
@@ -461,20 +468,29 @@ def tests(session: nox.Session) -> None:
 def tests_oldglibc(session: nox.Session) -> None:
     """Run the built wheels on Debian 11 (glibc 2.31, Python 3.9) in a chroot: `nox -s tests_oldglibc` (as root).
 
-    ci/old-glibc-root.sh makes the root once ($LLCUDA_OLD_GLIBC_ROOT, default /var/cache/llcuda/bullseye-root) and
-    keeps it; tests/oldglibc/ installs every wheel of wheelhouse/ into a new venv there and runs its scenarios.
+    ci/platform-root.sh makes the root once ($LLCUDA_OLD_GLIBC_ROOT, default /var/cache/llcuda/bullseye-root) and
+    keeps it; tests/platforms/ installs every wheel of wheelhouse/ into a new venv there and runs its scenarios.
     """
+    _platform_tier(session, "bullseye", WHEELHOUSE, list(session.posargs))
+
+
+@nox.session
+def tests_trixie(session: nox.Session) -> None:
+    """Run the built wheels on Debian 13 (glibc 2.41, Python 3.13: Colab's Python, Ubuntu 24.04's glibc) in a
+    chroot: `nox -s tests_trixie` (as root). The same tests as tests_oldglibc, in a root of ci/platform-root.sh
+    ($LLCUDA_TRIXIE_ROOT, default /var/cache/llcuda/trixie-root)."""
+    _platform_tier(session, "trixie", WHEELHOUSE, list(session.posargs))
+
+
+PLATFORM_ROOTS = {"bullseye": "LLCUDA_OLD_GLIBC_ROOT", "trixie": "LLCUDA_TRIXIE_ROOT"}  # suite -> its override
+
+
+def _platform_tier(session: nox.Session, suite: str, house: Path, args: list[str]) -> None:
     if os.geteuid() != 0:
-        session.error(
-            "the old-glibc tier needs root (debootstrap, chroot and mounts): sudo .venv/bin/nox -s tests_oldglibc"
-        )
-    _old_glibc_tier(session, WHEELHOUSE, list(session.posargs))
-
-
-def _old_glibc_tier(session: nox.Session, house: Path, args: list[str]) -> None:
-    root = os.environ.get("LLCUDA_OLD_GLIBC_ROOT", "/var/cache/llcuda/bullseye-root")
-    session.run("bash", str(ROOT / "ci" / "old-glibc-root.sh"), root, external=True)
-    _suite(session, house, ["tests/oldglibc", f"--old-glibc-root={root}", "--run-wheels=all", *args])
+        session.error(f"the {suite} tier needs root (debootstrap, chroot and mounts): sudo .venv/bin/nox -s ...")
+    root = os.environ.get(PLATFORM_ROOTS[suite], f"/var/cache/llcuda/{suite}-root")
+    session.run("bash", str(ROOT / "ci" / "platform-root.sh"), suite, root, external=True)
+    _suite(session, house, ["tests/platforms", f"--platform-root={root}", "--run-wheels=all", *args])
 
 
 UPSTREAM = ROOT / "tests" / "upstream"
@@ -663,13 +679,20 @@ BENCHMARKS = {  # part -> script; `nox -s bench` runs them in this order (all bu
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measure speed and size against the anchors into benchmarks/results/: `-- [PART...]` (see BENCHMARKS).
+    """Measure speed and size against the anchors into benchmarks/results/: `-- [PART...] [--out DIR]` (see
+    BENCHMARKS; --out writes the results elsewhere).
 
     No argument runs every part but `build`, which takes hours on 2 cores: name it to run it. The GPU part runs on
     a GPU machine (benchmarks/gpu/). benchmarks/results/summary.md gathers the latest results.
     """
+    args = list(session.posargs)
+    out: list[str] = []
+    if "--out" in args:
+        i = args.index("--out")
+        out = args[i : i + 2]
+        del args[i : i + 2]
     # build takes hours; rpc needs root (network namespaces): both run only when named.
-    parts = session.posargs or [p for p in BENCHMARKS if p != "build" and (p != "rpc" or os.geteuid() == 0)]
+    parts = args or [p for p in BENCHMARKS if p != "build" and (p != "rpc" or os.geteuid() == 0)]
     unknown = [p for p in parts if p not in BENCHMARKS]
     if unknown:
         session.error(f"unknown benchmark {', '.join(unknown)}; the parts are: {', '.join(BENCHMARKS)}")
@@ -680,5 +703,5 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     session.install("--no-deps", "--force-reinstall", str(cpu[-1]))
     for part in parts:
-        session.run("python", BENCHMARKS[part], env=FACTORY_ENV)
-    session.run("python", "benchmarks/report.py")
+        session.run("python", BENCHMARKS[part], *out, env=FACTORY_ENV)
+    session.run("python", "benchmarks/report.py", *out)

@@ -9,6 +9,7 @@ date and machine. A result that has not been measured is named as such.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,12 @@ def gpu_section(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the results folder to gather (and write into)")
+    results: Path = parser.parse_args().out
     parts = ["# Benchmark results\n", "Written by `benchmarks/report.py` from the JSON files beside it.\n"]
     for title, name, command in SECTIONS:
-        md, js = RESULTS / f"{name}.md", RESULTS / f"{name}.json"
+        md, js = results / f"{name}.md", results / f"{name}.json"
         parts.append(f"## {title}\n")
         if md.exists() and js.exists():
             meta = json.loads(js.read_text())
@@ -82,11 +86,12 @@ def main() -> None:
             parts.append(f"{where}. `{command}`\n\n{md.read_text()}")
         else:
             parts.append(f"Not measured yet: `{command}`.\n")
-    gpu = RESULTS / "gpu_h200.json"
+    gpu = RESULTS / "gpu_h200.json"  # measured on a lent machine only: always the committed one
     parts.append("## GPU\n")
     parts.append(gpu_section(json.loads(gpu.read_text())) if gpu.exists() else "Not measured: no GPU was lent.\n")
-    (RESULTS / "summary.md").write_text("\n".join(parts))
-    print((RESULTS / "summary.md").read_text())
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "summary.md").write_text("\n".join(parts))
+    print((results / "summary.md").read_text())
 
 
 if __name__ == "__main__":
