@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TARGETS, WHEELHOUSE, backend_wheel, without_network
-from llcuda_factory import toolkit
+from llcuda_factory import cudaruntime
 from llcuda_factory.wheelfile import site_packages
 from llcuda_factory.wheelhouse import is_cuda_runtime_wheel, offline_bundle, parse_wheel_name, pip_download
 
@@ -72,7 +72,7 @@ def test_colab_downloads_no_cuda_wheel_and_links_its_own(name: str, colab: tuple
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     ldd = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, env=env, check=True).stdout
     resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd, re.MULTILINE))
-    for soname in toolkit.runtime_wheels(target.cuda_version[0]).sonames:
+    for soname in cudaruntime.runtime_wheels(target.cuda_version[0]).sonames:
         assert soname in resolved, ldd
         assert (site / "nvidia") in Path(resolved[soname]).resolve().parents, (soname, resolved[soname])
     versions = _pip(python, "list", "--format=json")
@@ -135,5 +135,5 @@ def test_cuda_wheels_in_another_site_packages_reach_the_server(name: str, tmp_pa
         if not on_path:  # nowhere to be found: the server would skip the CUDA backend
             assert resolved.get("libcublas.so.12") == "not", ldd
             continue
-        for soname in toolkit.runtime_wheels(target.cuda_version[0]).sonames:
+        for soname in cudaruntime.runtime_wheels(target.cuda_version[0]).sonames:
             assert (other / "nvidia") in Path(resolved[soname]).resolve().parents, (soname, ldd)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Installed
-from llcuda_factory import symbols, toolchain
+from llcuda_factory import cudaruntime, symbols, toolchain
 from llcuda_factory.audit import is_elf, needed, runpath
 from llcuda_factory.configure import TOOLS
 from llcuda_factory.errors import FactoryError
@@ -218,7 +218,7 @@ def test_build_info_records_the_driver_floor_of_the_fatbin(installed: Installed)
     if not target.is_cuda:
         assert "driver" not in info and info["cuda"]["runtime_wheels"] == []
         return
-    wheels = toolkit.runtime_wheels(target.cuda_version[0])
+    wheels = cudaruntime.runtime_wheels(target.cuda_version[0])
     assert info["cuda"]["toolkit_version"].startswith(f"{target.cuda}.")
     assert info["cuda"]["runtime_lib_dirs"] == list(wheels.lib_dirs)
     cuobjdump = toolkit.select(target).cuobjdump  # reads the compressed PTX
