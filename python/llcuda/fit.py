@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from . import catalog, cudawheels
+from . import catalog
 from .catalog import CudaArch, TargetInfo
-from .cudawheels import Download
 from .gpu import GPU, detect_gpus, platform
 from .installed import Backend, backends
+
+if TYPE_CHECKING:  # cudawheels reads requirements with packaging: imported only when the environment is read
+    from .cudawheels import Download
 
 Fit = Literal["native", "ptx", "cpu", "unsupported"]
 _FIT_RANK = {"native": 0, "ptx": 1, "cpu": 2}
@@ -145,7 +147,11 @@ def recommend(
         return Recommendation(cpu, None, why)
     top = max(key for key, _ in scored)
     tied = [t for key, t in scored if key == top]
-    downloads = {t.name: cudawheels.download(t, have) for t in tied} if have is not None else {}
+    downloads = {}
+    if have is not None:  # packaging, which reads the requirements, only when the environment is looked at
+        from . import cudawheels
+
+        downloads = {t.name: cudawheels.download(t, have) for t in tied}
 
     def order(t: TargetInfo) -> tuple[float, int]:
         mb = downloads[t.name].mb if have is not None else 0.0
@@ -292,6 +298,8 @@ def check_gpu_compatibility(
     line with uv's wheel variants (``install_uv``) picks by GPU and driver alone (``uv_target``): where that differs,
     ``install_uv`` is the uv line that names the backend.
     """
+    from . import cudawheels
+
     gpus = detect_gpus() if gpus is None else gpus
     installed = backends() if installed is None else installed
     have = cudawheels.installed() if have is None else have
