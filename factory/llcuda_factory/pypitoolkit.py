@@ -149,7 +149,9 @@ def complete(tk_root: Path, pin: ToolkitPin) -> None:
     m = re.search(r"release (\d+\.\d+), V(\S+)", out)
     if not m or m.group(1) != pin.version:
         found = f"CUDA {m.group(1)} (nvcc V{m.group(2)})" if m else f"no working nvcc ({out.strip()[:200]!r})"
-        raise FactoryError(f"the wheels pinned for CUDA {pin.version} hold {found}: fix [cuda-toolkits] in targets.toml")
+        raise FactoryError(
+            f"the wheels pinned for CUDA {pin.version} hold {found}: fix [cuda-toolkits] in targets.toml"
+        )
     lib = tk_root / "lib"
     (tk_root / "lib64").symlink_to("lib")
     for name in UNVERSIONED:
@@ -160,7 +162,13 @@ def complete(tk_root: Path, pin: ToolkitPin) -> None:
     stubs = lib / "stubs"
     stubs.mkdir()
     write_driver_stub(tk_root / "include" / "cuda.h", stubs / "libcuda.so")
-    record = {"version": pin.version, "nvcc": m.group(2), "wheels": pin.pinned, "cudart": pin.cudart, "cublas": pin.cublas}
+    record = {
+        "version": pin.version,
+        "nvcc": m.group(2),
+        "wheels": pin.pinned,
+        "cudart": pin.cudart,
+        "cublas": pin.cublas,
+    }
     (tk_root / RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 

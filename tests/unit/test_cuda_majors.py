@@ -47,7 +47,11 @@ def test_the_table_has_both_t4_rows_with_their_majors_and_floors() -> None:
         (COLAB, 505.0, ("nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cuda-nvrtc")),
         (FRESH, 505.0, ("nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cuda-nvrtc")),
         # an older cuBLAS 13 than the backend links: that one is downloaded, the runtime is not
-        ({"nvidia-cublas": "13.0.0.19", "nvidia-cuda-runtime": "13.0.96"}, 502.5, ("nvidia-cublas", "nvidia-cuda-nvrtc")),
+        (
+            {"nvidia-cublas": "13.0.0.19", "nvidia-cuda-runtime": "13.0.96"},
+            502.5,
+            ("nvidia-cublas", "nvidia-cuda-nvrtc"),
+        ),
     ],
 )
 def test_what_the_cuda13_row_downloads_in_each_environment(
@@ -59,7 +63,11 @@ def test_what_the_cuda13_row_downloads_in_each_environment(
 
 def test_the_cuda12_row_in_a_torch_2_15_venv_downloads_675_mb() -> None:
     got = cudawheels.download(row("cc75"), TORCH_2_15)
-    assert round(got.mb) == 674 and got.wheels == ("nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12")
+    assert round(got.mb) == 674 and got.wheels == (
+        "nvidia-cuda-runtime-cu12",
+        "nvidia-cublas-cu12",
+        "nvidia-cuda-nvrtc-cu12",
+    )
     assert cudawheels.download(row("cc75"), COLAB).wheels == ()
 
 
@@ -150,7 +158,7 @@ def test_doctor_prints_the_line_the_download_and_why(
 
 def installed_backend(tmp_path: Path, target: str, cuda: str, libs: bool = True) -> Backend:
     """A backend as its build_info.json describes it, with NVIDIA's library folders beside it (or not)."""
-    major = int(cuda.split(".")[0])
+    major = int(cuda.split(".", maxsplit=1)[0])
     lib_dirs = ["nvidia/cu13/lib"] if major == 13 else ["nvidia/cuda_runtime/lib", "nvidia/cublas/lib"]
     floor = "580.65.06" if major == 13 else "525.60.13"
     site = tmp_path / "site"
@@ -184,7 +192,9 @@ def test_both_t4_builds_installed_the_one_whose_cuda_loads_with_this_driver_runs
     }
     # driver 580: both load; CUDA 12 first, the order of the wheel variants
     assert fit.rank_backends([cu13, cc75], t4("580.82.07")) == [cc75, cu13]
-    assert fit.why_runs([cu13, cc75], t4("580.82.07"))["cc75-cu13"] == "machine code for this GPU; llcuda-cc75 ranks first"
+    assert (
+        fit.why_runs([cu13, cc75], t4("580.82.07"))["cc75-cu13"] == "machine code for this GPU; llcuda-cc75 ranks first"
+    )
 
 
 def test_both_installed_without_the_cuda12_wheels_the_cuda13_build_runs(tmp_path: Path) -> None:

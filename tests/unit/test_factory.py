@@ -838,7 +838,9 @@ def test_the_audit_holds_a_cuda13_wheel_to_the_rows_requirements(requires: list[
     assert (found[0] if found else None) == problem, found
 
 
-def test_the_audit_refuses_a_requirement_that_a_torch_environment_does_not_meet(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_audit_refuses_a_requirement_that_a_torch_environment_does_not_meet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The row's own requirement, against versions users hold: a floor above torch 2.11's cuBLAS is named."""
     from llcuda_factory import audit
 

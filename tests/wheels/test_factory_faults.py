@@ -66,7 +66,8 @@ def test_an_unknown_target(house: dict[str, Path]) -> None:
     before = snapshot(house["wheelhouse"])
     out = nox_wheels(house, "cc99")
     assert out.returncode != 0
-    assert "unknown target 'cc99'; the targets are: cc50, cc75, cpu (see targets.toml)" in out.stdout + out.stderr
+    known = ", ".join(sorted(TARGETS))
+    assert f"unknown target 'cc99'; the targets are: {known} (see targets.toml)" in out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
     assert_nothing_built(house, before)
 
@@ -93,6 +94,33 @@ def test_a_toolkit_of_another_version(house: dict[str, Path], tmp_path: Path) ->
     assert f"target cc50 is built with CUDA {row} (targets.toml), and no usable CUDA {row} is installed" in text
     assert f"CUDA 11.8, not the {row} that targets.toml names for cc50" in text
     assert "Install it: sudo bash ci/install-cuda-toolkit.sh" in text
+    assert "Traceback" not in text
+    assert_nothing_built(house, before)
+
+
+def test_a_pypi_toolkit_prefix_of_another_version(
+    house: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The factory's own prefix of NVIDIA's wheels holds another CUDA 13.x (say, edited by hand): the row's build
+    stops before compiling, naming the version found and the prefix to remove."""
+    from llcuda_factory import pypitoolkit
+
+    (name,) = [n for n, t in TARGETS.items() if t.toolkit is not None and t.toolkit.source == "pypi"]
+    pin = TARGETS[name].toolkit
+    assert pin is not None
+    monkeypatch.setenv(pypitoolkit.ENV_DIR, str(tmp_path / "toolkits"))  # here and in the session
+    nvcc = pypitoolkit.root(pin) / "bin" / "nvcc"
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text('#!/bin/sh\necho "Cuda compilation tools, release 13.2, V13.2.78"\n')
+    nvcc.chmod(0o755)
+    prefix = pypitoolkit.prefix(pin)
+    (prefix / pypitoolkit.STAMP).write_text(pypitoolkit._stamp(pin) + "\n")
+    before = snapshot(house["wheelhouse"])
+    out = nox_wheels(house, name)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"{nvcc} is CUDA 13.2, not the {pin.version} that targets.toml names for {name}" in text
+    assert f"Remove {prefix} and run again" in text
     assert "Traceback" not in text
     assert_nothing_built(house, before)
 

@@ -51,12 +51,14 @@ def test_prepare_and_a_dry_run_of_bump_llama_from_a_fresh_nox(tmp_path: Path) ->
         envdir, "-s", "bump_llama", "--", pin.commit, version, "--tag", pin.tag, "--sdist", str(sdist), "--dry-run"
     )
     assert bump.returncode == 0, bump.stdout[-3000:] + bump.stderr[-3000:]
-    assert f"commit = {pin.commit}" in bump.stdout and f"offline-sdist-sha256 = {pin.offline_sdist_sha256}" in bump.stdout
+    assert (
+        f"commit = {pin.commit}" in bump.stdout and f"offline-sdist-sha256 = {pin.offline_sdist_sha256}" in bump.stdout
+    )
     assert "--dry-run: checked, nothing written" in bump.stdout
     assert "Running session wheels" not in bump.stdout + bump.stderr  # a dry run notifies nothing
     assert (REPO_ROOT / "targets.toml").read_text() == table
     wrong = _nox(envdir, "-s", "bump_llama", "--", "0" * 40, version, "--sdist", str(sdist), "--dry-run")
-    assert wrong.returncode != 0 and f"vendors llama.cpp {pin.commit}, not {'0' * 40}" in wrong.stderr
+    assert wrong.returncode != 0 and f"vendors llama.cpp {pin.commit}, not {'0' * 40}" in wrong.stdout + wrong.stderr
 
 
 def test_bench_from_a_fresh_nox_writes_where_it_is_told(tmp_path: Path) -> None:
@@ -67,5 +69,8 @@ def test_bench_from_a_fresh_nox_writes_where_it_is_told(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "runtime_overhead.json").is_file()
     summary = (out / "summary.md").read_text()
-    assert "## Runtime overhead\n" in summary and "Not measured yet: `python benchmarks/runtime_overhead.py`" not in summary
+    assert (
+        "## Runtime overhead\n" in summary
+        and "Not measured yet: `python benchmarks/runtime_overhead.py`" not in summary
+    )
     assert "Not measured yet: `python benchmarks/sizes.py`" in summary  # only what was asked for was measured

@@ -31,6 +31,10 @@ CASES = [
     ("8.9", "12.4", "cc75"),  # L4: compute_75 PTX
     ("9.0", "12.4", "cc75"),  # H100: compute_75 PTX
     ("12.0", "12.8", "cc75"),  # RTX 5090: compute_75 PTX (its drivers are all past the PTX-JIT floor)
+    ("7.5", "12.8", "cc75"),  # a T4 on driver 570: below CUDA 13's 580, never the cu13 variant
+    ("7.5", "13.0", "cc75"),  # a T4 on driver 580 (Colab, Kaggle): both run; CUDA 12 first, the table's order
+    ("9.0", "13.0", "cc75"),  # H100 on 580: the same, through PTX
+    ("5.0", "13.0", "cc50"),  # a 940M on R580: CUDA 13 has no Maxwell
     (None, None, "cpu"),  # no GPU
     ("7.5", "11.8", "cpu"),  # a T4 whose driver is older than CUDA 12.0: nothing CUDA 12 runs
 ]
@@ -116,11 +120,43 @@ def test_uv_installs_the_backend_that_fits_the_gpu(
     # The variant itself: its label, and the requirement that brings the backend.
     _uv_install(python, [house], "--no-deps", "llcuda", env=env)
     label, requires = _installed_llcuda(python)
-    assert label == (variants.NULL_LABEL if backend == "cpu" else backend)
+    assert label == (variants.NULL_LABEL if backend == "cpu" else TARGETS[backend].variant_label)
     version = wheelfile.metadata(backend_wheel(TARGETS[backend]))["Version"]
     assert f"llcuda-{backend}=={version}" in requires
     # The doctor's rule, run by the llcuda that uv installed, agrees.
     assert _policy(cc, cuda, python) == backend
+
+
+@pytest.mark.parametrize(("cuda", "backend"), [("13.0", "cc75-cu13"), ("12.8", "cc75")])
+def test_with_cuda_13_first_uv_brings_the_cuda13_backend_only_where_the_driver_runs_it(
+    house: Path, tmp_path: Path, cuda: str, backend: str
+) -> None:
+    """The variants of this build with [variant.providers.llcuda]'s order turned around (what a publisher would do
+    once the platforms' images hold CUDA 13): on a T4 with a 580 driver uv resolves llcuda-cc75-cu13 and its CUDA
+    13 wheels; with a 570 one still llcuda-cc75."""
+    flipped, backends = tmp_path / "flipped", tmp_path / "backends"
+    flipped.mkdir()
+    backends.mkdir()
+    for f in house.glob("llcuda-*"):  # the plain wheel, its variants and their JSON
+        os.link(f, flipped / f.name)
+    for target in TARGETS.values():
+        wheel = backend_wheel(target)
+        os.link(wheel, backends / wheel.name)
+    (index,) = flipped.glob("*-variants.json")
+    data = json.loads(index.read_text())
+    data["providers"]["llcuda"]["static-properties"]["cuda"].reverse()
+    index.unlink()  # a new file, not the wheelhouse's (they share the inode)
+    index.write_text(json.dumps(data))
+    python = _venv(tmp_path / "venv")
+    out = _uv_install(python, [flipped, backends, house / "deps"], "--dry-run", "llcuda", env=_env("7.5", cuda))
+    arriving = {line.split()[1].split("==")[0] for line in out.splitlines() if line.strip().startswith("+ ")}
+    assert sorted(n for n in arriving if n in {t.distribution for t in TARGETS.values()}) == [f"llcuda-{backend}"]
+    nvidia = {n for n in arriving if n.startswith("nvidia-cu")}
+    assert nvidia == (
+        {"nvidia-cublas", "nvidia-cuda-runtime", "nvidia-cuda-nvrtc"}
+        if cuda == "13.0"
+        else {"nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cuda-nvrtc-cu12"}
+    ), out
 
 
 def test_uv_installs_the_cpu_backend_with_no_gpu_and_it_runs(house: Path, tmp_path: Path) -> None:
@@ -186,7 +222,7 @@ def test_a_bundle_of_every_target_lets_uv_pick_offline(house: Path, tmp_path: Pa
         python = _venv(tmp_path / f"venv-{backend}")
         _uv_install(python, [bundle], "--no-deps", "llcuda", env=_env(cc, cuda))
         label, requires = _installed_llcuda(python)
-        assert label == (variants.NULL_LABEL if backend == "cpu" else backend)
+        assert label == (variants.NULL_LABEL if backend == "cpu" else TARGETS[backend].variant_label)
         wheel = bundle / backend_wheel(TARGETS[backend]).name  # the backend it requires is in the bundle
         assert wheel.is_file() and f"llcuda-{backend}=={wheelfile.metadata(wheel)['Version']}" in requires
     # a single-target bundle keeps the plain wheel only: its variants would name backends it lacks
