@@ -4,6 +4,15 @@
 #   python benchmarks/gpu/pack.py                 # here: .device/ = trimmed llama.cpp tree + two wheels
 #   bash benchmarks/gpu/device_bench.sh           # there, from the repository root, .device/ carried along
 #
+#   python benchmarks/gpu/pack.py --wheel cc75-cu13   # here: the same, and the built wheel itself (and llcuda's)
+#   TARGET=cc75-cu13 WHEEL=1 bash benchmarks/gpu/device_bench.sh   # there: runs the carried wheel, not a build
+#
+# WHEEL=1 runs the wheel we ship, as pip would install it next to the GPU machine's own NVIDIA wheels (their
+# folder is linked beside the wheel's package, as in one site-packages): `llcuda selftest` on the GPU, the seed's
+# quick test with every layer offloaded, pp512/tg128 and the first run's PTX JIT cost against a native build for
+# that GPU (the same configuration for its own arch, built there from the tree). Rehearse it on a machine without
+# a GPU with TARGET=cpu WHEEL=1: every step but the GPU ones.
+#
 # It builds the llcuda cc75 configuration (the top-level CMakeLists.txt, LLCUDA_TARGET=cc75: sm_75 SASS +
 # compute_75 PTX, FORCE_CUBLAS, FA off, shared libs, run-time backends) with that machine's toolkit, and the same
 # configuration for the GPU's own architecture (LLCUDA_CUDA_ARCHITECTURES_OVERRIDE), whose libggml-cuda.so then
@@ -23,6 +32,9 @@ JOBS=${JOBS:-$(nproc)}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-360}
 TARGET=${TARGET:-cc75}  # TARGET=cpu rehearses every step but the GPU ones on a machine without a GPU
 PREBUILT=${PREBUILT:-}  # a site-packages holding llcuda_$TARGET/: skip configure, build and install (rehearsal)
+WHEEL=${WHEEL:-}  # 1: the carried wheel of $TARGET (.device/whl/, benchmarks/gpu/pack.py --wheel), not a build
+PKG=llcuda_${TARGET//-/_}
+LABEL=$([ -n "$WHEEL" ] && echo wheel || echo cc75)  # how the runs of the shipped configuration are named
 mkdir -p "$OUT" "$W/logs"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 t0=$(date +%s)
@@ -44,6 +56,19 @@ tar -xJf .device/llama.cpp.tar.xz -C "$W"
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" .device/whl/*.whl || exit 1
 export PYTHONPATH="$W/site:$ROOT/python:$ROOT/tests:$ROOT/benchmarks"
 export LLCUDA_LLAMA_CPP_SOURCE="$W/llama.cpp"
+if [ -n "$WHEEL" ]; then
+    [ -d "$W/site/$PKG/bin" ] || { echo "no $PKG in .device/whl/: python benchmarks/gpu/pack.py --wheel $TARGET"; exit 1; }
+    # The machine's own NVIDIA wheels, linked where the wheel's RUNPATH looks ($ORIGIN/../../nvidia/...): one
+    # site-packages, as `pip install "llcuda[$TARGET]"` beside them gives.
+    nvidia=$(python3 -c 'import importlib.util as u; s = u.find_spec("nvidia"); print(s.submodule_search_locations[0] if s else "")')
+    if [ -n "$nvidia" ]; then
+        ln -sfn "$nvidia" "$W/site/nvidia"
+        echo "NVIDIA wheels: $nvidia ($(find "$nvidia" -mindepth 1 -maxdepth 1 -printf '%f '))"
+    else
+        echo "no NVIDIA wheels on this Python: $TARGET's CUDA libraries will not load (it serves on the CPU)"
+    fi
+    ldd "$W/site/$PKG/bin/libggml-cuda.so" 2>/dev/null | grep -E "cublas|cudart|libcuda|not found" | tee "$W/logs/wheel-ldd.txt"
+fi
 
 # The GPU's own architecture, e.g. 90 for an H100/H200.
 NATIVE=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d '. ')
@@ -53,7 +78,21 @@ stamp "write the synthetic gemma-3-1b (background)"
 (time python3 benchmarks/synthetic_gemma.py "$W/gemma-f16.gguf") >"$W/logs/model.log" 2>&1 &
 model_pid=$!
 
-if [ -z "$PREBUILT" ]; then
+if [ -n "$WHEEL" ]; then
+    stamp "the carried wheel of $TARGET; configure $TARGET for sm_$NATIVE only"
+    CUDA_HERE=$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
+    if [ "$TARGET" != cpu ]; then
+        cmake -S . -B "$W/bnative" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLCUDA_TARGET="$TARGET" \
+            -DLLCUDA_CUDA_VERSION_OVERRIDE="$CUDA_HERE" -DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE="$NATIVE" \
+            >"$W/logs/configure-bnative.log" 2>&1 || { tail -n 30 "$W/logs/configure-bnative.log"; exit 1; }
+        s=$(date +%s%N)
+        timeout "$BUILD_TIMEOUT" cmake --build "$W/bnative" -j "$JOBS" --target ggml-cuda >"$W/logs/build-bnative.log" 2>&1
+        echo "$? $(( ($(date +%s%N) - s) / 1000000 ))" >"$W/logs/build-bnative.time"
+        stamp "native build (exit code, ms): $(cat "$W/logs/build-bnative.time")"
+    fi
+    mkdir -p "$W/stage75" && cp -a "$W/site/$PKG" "$W/stage75/"
+    [ -e "$W/site/nvidia" ] && ln -sfn "$(readlink -f "$W/site/nvidia")" "$W/stage75/nvidia"
+elif [ -z "$PREBUILT" ]; then
     stamp "configure cc75 and cc75-for-sm_$NATIVE"
     # The GPU machine has its own toolkit, not the row's: build the configuration with it (benchmark builds only).
     CUDA_HERE=$(nvcc --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
@@ -86,12 +125,13 @@ if [ -z "$PREBUILT" ]; then
     stamp "install the cc75 payload, and a copy with the sm_$NATIVE libggml-cuda.so"
     cmake --install "$W/b75" --component llcuda --prefix "$W/stage75" >/dev/null
 else
-    mkdir -p "$W/stage75" && cp -a "$PREBUILT/llcuda_$TARGET" "$W/stage75/"
+    mkdir -p "$W/stage75" && cp -a "$PREBUILT/$PKG" "$W/stage75/"
 fi
-BIN75="$W/stage75/llcuda_$TARGET/bin"
+BIN75="$W/stage75/$PKG/bin"
 mkdir -p "$W/stagenative"
-cp -a "$W/stage75/llcuda_$TARGET" "$W/stagenative/"
-BINN="$W/stagenative/llcuda_$TARGET/bin"
+cp -a "$W/stage75/$PKG" "$W/stagenative/"
+[ -e "$W/stage75/nvidia" ] && ln -sfn "$(readlink -f "$W/stage75/nvidia")" "$W/stagenative/nvidia"
+BINN="$W/stagenative/$PKG/bin"
 if [ -f "$W/bnative/bin/libggml-cuda.so" ]; then
     cp "$W/bnative/bin/libggml-cuda.so" "$BINN/libggml-cuda.so"
 else
@@ -133,8 +173,8 @@ bench() { # name bin: first run with an empty JIT cache, again warm, then pp512/
         "$W/logs/bench-$name.json" || tail -n 5 "$W/logs/bench-$name.err"
     save
 }
-stamp "llama-bench: cc75 (PTX JIT on sm_$NATIVE)"
-bench cc75 "$BIN75"
+stamp "llama-bench: $LABEL, $TARGET (PTX JIT on sm_$NATIVE)"
+bench "$LABEL" "$BIN75"
 if [ -n "$BINN" ]; then
     stamp "llama-bench: native sm_$NATIVE"
     bench native "$BINN"
@@ -157,16 +197,18 @@ print(json.dumps({"bytes_moved": 2 * n * reps, "seconds": s, "gb_per_s": 2 * n *
 PY
 save
 
-stamp "llcuda runtime on the GPU: the cc75 payload as an installed backend"
-python3 - "$W" "$TARGET" <<'PY' 2>&1 | tee "$W/logs/runtime.txt"
+stamp "llcuda runtime on the GPU: the $LABEL payload as an installed backend"
+python3 - "$W" "$TARGET" "$WHEEL" <<'PY' 2>&1 | tee "$W/logs/runtime.txt"
 import json, re, sys, time
 from pathlib import Path
-w, target = Path(sys.argv[1]), sys.argv[2]
-site = w / "stage75"
-dist = site / f"llcuda_{target}-0.0.0.dist-info"
-dist.mkdir(exist_ok=True)
-(dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: llcuda-{target}\nVersion: 0.0.0\n")
-(dist / "entry_points.txt").write_text(f"[llcuda.backends]\n{target} = llcuda_{target}\n")
+w, target, wheel = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+package = "llcuda_" + target.replace("-", "_")
+site = w / ("site" if wheel else "stage75")  # the wheel: pip's own install, its dist-info and entry point
+if not wheel:
+    dist = site / f"{package}-0.0.0.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: llcuda-{target}\nVersion: 0.0.0\n")
+    (dist / "entry_points.txt").write_text(f"[llcuda.backends]\n{target} = {package}\n")
 sys.path.insert(0, str(site))
 import os
 os.environ["CUDA_CACHE_PATH"] = str(w / f"jit-{target}")
@@ -192,4 +234,34 @@ out = {
 print(json.dumps(out, indent=1))
 (w / "logs" / "runtime.json").write_text(json.dumps(out))
 (w / "logs" / "server-runtime.log").write_text(log[-20000:])
+PY
+save
+
+stamp "llcuda selftest on the GPU: llama.cpp's test-backend-ops, the GPU against the CPU ($TARGET)"
+s=$(date +%s%N)
+timeout 420 python3 -m llcuda selftest --backend "$TARGET" --json >"$W/logs/selftest.json" 2>"$W/logs/selftest.err"
+echo "$? $(( ($(date +%s%N) - s) / 1000000 ))" >"$W/logs/selftest.time"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('verdict', 'devices', 'tests_passed', 'tests_total')})" \
+    "$W/logs/selftest.json" 2>/dev/null || tail -n 5 "$W/logs/selftest.err"
+save
+
+stamp "the seed's quick test with every layer offloaded ($TARGET, the gemma-shaped Q4_K_M)"
+python3 - "$W" <<'PY' 2>&1 | tee "$W/logs/quick.txt"
+import json, re, sys, time
+from pathlib import Path
+w = Path(sys.argv[1])
+import llcuda
+engine = llcuda.InferenceEngine()
+start = time.perf_counter()
+engine.load_model(str(w / "gemma-q4km.gguf"), gpu_layers=99, ctx_size=1024, silent=False)
+load_s = time.perf_counter() - start
+result = engine.infer("What is 2+2?", max_tokens=50)
+log = engine.server.log_path.read_text(errors="replace")
+engine.unload_model()
+offload = re.findall(r"offloaded (\d+)/(\d+) layers to GPU", log)
+out = {"server": str(engine.server.find_llama_server()), "load_s": round(load_s, 2), "success": result.success,
+       "tokens": result.tokens_generated, "tokens_per_s": round(result.tokens_per_sec, 1),
+       "offloaded": offload[-1] if offload else None}
+print(json.dumps(out, indent=1))
+(w / "logs" / "quick.json").write_text(json.dumps(out))
 PY

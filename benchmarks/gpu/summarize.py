@@ -2,9 +2,11 @@
 
     python benchmarks/gpu/summarize.py WORK_DIR OUT.json
 
-Derived figures: pp512 and tg128 tokens/s of the cc75 build (PTX JIT) and of the native build, their ratio, and
-the share of the memory-bandwidth roofline reached by generation: tokens/s x bytes read per token (every weight,
-gemma's output being tied to the token embedding) / measured device-to-device bandwidth.
+Derived figures: pp512 and tg128 tokens/s of the shipped configuration (``cc75``: built there; ``wheel``: the
+carried wheel itself, WHEEL=1), run through PTX JIT on a newer GPU, and of the native build, their ratio, and the
+share of the memory-bandwidth roofline reached by generation: tokens/s x bytes read per token (every weight,
+gemma's output being tied to the token embedding) / measured device-to-device bandwidth. With a wheel: what
+``llcuda selftest`` said on the GPU, and the seed's quick test with every layer offloaded.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def summarize(work: Path) -> dict[str, Any]:
         "bandwidth_gb_per_s": round(bandwidth["gb_per_s"], 1) if "gb_per_s" in bandwidth else None,
         "runs": {},
     }
-    for name in ("cc75", "native"):
+    for name in ("cc75", "wheel", "native"):
         bench = _json(logs / f"bench-{name}.json")
         if bench is None:
             continue
@@ -82,11 +84,20 @@ def summarize(work: Path) -> dict[str, Any]:
             row["tg_percent_of_roofline"] = round(100 * tg / roof, 1)
         result["runs"][name] = row
     runs = result["runs"]
-    if "cc75" in runs and "native" in runs:
-        result["cc75_over_native"] = {
-            k: round(runs["cc75"][k] / runs["native"][k], 3) for k in ("pp512", "tg128") if k in runs["native"]
-        }
+    for shipped in ("cc75", "wheel"):
+        if shipped in runs and "native" in runs:
+            result[f"{shipped}_over_native"] = {
+                k: round(runs[shipped][k] / runs["native"][k], 3)
+                for k in ("pp512", "tg128")
+                if k in runs["native"] and k in runs[shipped]
+            }
     result["runtime"] = _json(logs / "runtime.json")
+    selftest = _json(logs / "selftest.json")
+    if selftest is not None:
+        keep = ("verdict", "backend", "devices", "tests_passed", "tests_total", "failures", "returncode")
+        result["selftest"] = {k: selftest.get(k) for k in keep} | {"run": _timed(logs / "selftest.time")}
+    result["quick_test"] = _json(logs / "quick.json")
+    result["wheel_ldd"] = _read(logs / "wheel-ldd.txt")
     return result
 
 
