@@ -20,16 +20,24 @@ def read_outcomes(path: Path) -> dict[str, str]:
 
 
 def read_expected(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """({nodeid: reason} of the expected failures, {nodeid: reason} of the flaky tests) of expected.toml."""
+    """({nodeid: reason} of the expected failures, {nodeid: reason} of the tests left out of the comparison with
+    stock) of expected.toml: ``[[flaky]]`` (rerun once) and ``[[varies]]`` (either outcome; :func:`read_varies`)."""
     data = tomllib.loads(path.read_text())
     lists: list[dict[str, str]] = [{}, {}]
-    for index, key in enumerate(("xfail", "flaky")):
+    for index, key in ((0, "xfail"), (1, "flaky"), (1, "varies")):
         for group in data.get(key, []):
             for nodeid in group["tests"]:
                 if nodeid in lists[0] or nodeid in lists[1]:
                     raise ValueError(f"{path}: {nodeid} is listed twice")
                 lists[index][nodeid] = group["reason"]
     return lists[0], lists[1]
+
+
+def read_varies(path: Path) -> set[str]:
+    """The ``[[varies]]`` tests of expected.toml: their outcome follows the machine's CPU (the random weights'
+    answer through the ggml-cpu variant picked for it), on the stock build as on every wheel."""
+    data = tomllib.loads(path.read_text())
+    return {nodeid for group in data.get("varies", []) for nodeid in group["tests"]}
 
 
 def differences(stock: dict[str, str], ours: dict[str, str], flaky: set[str]) -> list[str]:
@@ -66,5 +74,9 @@ def summary_markdown(
     lines += ["", "| expected failure (on the stock build as on every wheel) | tests |", "| --- | --- |"]
     lines += [f"| {reason} | {len(ids)} |" for reason, ids in sorted(by_reason.items(), key=lambda r: -len(r[1]))]
     if flaky:
-        lines += ["", f"Flaky on the stock build too, rerun once and counted apart: {', '.join(sorted(flaky))}."]
+        lines += [
+            "",
+            "Left out of the comparison with stock, as they flip on the stock build too (flaky: rerun once) or follow the "
+            f"machine's CPU (either outcome): {', '.join(sorted(flaky))}.",
+        ]
     return "\n".join(lines) + "\n"

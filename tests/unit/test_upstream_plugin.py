@@ -130,3 +130,15 @@ def test_the_run_fails_when_the_lists_do_not_hold(tmp_path: Path, expected: str,
     proc, _ = tier(tmp_path, expected, stock)
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout[-2000:]
+
+
+def test_a_test_that_varies_with_the_machine_may_pass_or_fail(tmp_path: Path) -> None:
+    """[[varies]]: either outcome is taken (a failing one is an expected failure, a passing one no XPASS(strict)),
+    never rerun; a listed failure elsewhere still must fail."""
+    varies = "[[varies]]\nreason = 'the CPU variant'\ntests = {}\n"
+    both = '["unit/test_mini.py::test_random_weights", "unit/test_mini.py::test_now_passes"]'
+    proc, outcomes = tier(tmp_path, FLAKY + varies.format(both), STOCK)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert outcomes["unit/test_mini.py::test_random_weights"] == "xfailed"
+    assert outcomes["unit/test_mini.py::test_now_passes"] == "xpassed"
+    assert "flaky listed 3, rerun 1: ['unit/test_mini.py::test_flips']" in proc.stdout
