@@ -54,7 +54,7 @@ stamp "unpack the llama.cpp tree and the wheels"
 sha256sum -c <(sed 's/  #.*//' .device/llama.cpp.tar.xz.sha256 | sed "s|  |  .device/|") || exit 1
 tar -xJf .device/llama.cpp.tar.xz -C "$W"
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" .device/whl/*.whl || exit 1
-export PYTHONPATH="$W/site:$ROOT/python:$ROOT/tests:$ROOT/benchmarks"
+export PYTHONPATH="$W/site:$ROOT/python:$ROOT/factory:$ROOT/tests:$ROOT/benchmarks"
 export LLCUDA_LLAMA_CPP_SOURCE="$W/llama.cpp"
 if [ -n "$WHEEL" ]; then
     [ -d "$W/site/$PKG/bin" ] || { echo "no $PKG in .device/whl/: python benchmarks/gpu/pack.py --wheel $TARGET"; exit 1; }
@@ -90,7 +90,7 @@ if [ -n "$WHEEL" ]; then
         echo "$? $(( ($(date +%s%N) - s) / 1000000 ))" >"$W/logs/build-bnative.time"
         stamp "native build (exit code, ms): $(cat "$W/logs/build-bnative.time")"
     fi
-    mkdir -p "$W/stage75" && cp -a "$W/site/$PKG" "$W/stage75/"
+    mkdir -p "$W/stage75" && cp -a "$W/site/$PKG" "$W/site/$PKG.libs" "$W/stage75/"  # .libs: what the repair grafted
     [ -e "$W/site/nvidia" ] && ln -sfn "$(readlink -f "$W/site/nvidia")" "$W/stage75/nvidia"
 elif [ -z "$PREBUILT" ]; then
     stamp "configure cc75 and cc75-for-sm_$NATIVE"
@@ -130,6 +130,7 @@ fi
 BIN75="$W/stage75/$PKG/bin"
 mkdir -p "$W/stagenative"
 cp -a "$W/stage75/$PKG" "$W/stagenative/"
+[ -d "$W/stage75/$PKG.libs" ] && cp -a "$W/stage75/$PKG.libs" "$W/stagenative/"
 [ -e "$W/stage75/nvidia" ] && ln -sfn "$(readlink -f "$W/stage75/nvidia")" "$W/stagenative/nvidia"
 BINN="$W/stagenative/$PKG/bin"
 if [ -f "$W/bnative/bin/libggml-cuda.so" ]; then
