@@ -1,4 +1,7 @@
-"""Each wheel's compressed and unpacked size, beside the same wheel with the CUDA runtime and cuBLAS bundled.
+"""Each wheel's compressed and unpacked size, beside the same wheel with the CUDA runtime and cuBLAS bundled; and the
+budgets of a row built for the same GPUs as another with a newer CUDA (cc75-cu13 against cc75): its wheel at most
+2 MB larger, its build at most 1.1x the other's CPU seconds (user + sys of the build, from the audit reports that
+`nox -s wheels` writes: measure both in one cold run, as a fresh .ci/run does).
 
     python benchmarks/sizes.py [--wheelhouse wheelhouse] [--out benchmarks/results]
 
@@ -53,6 +56,41 @@ def bundled(wheel: Path, deps: Path, package: str, out: Path) -> Path:
     return target
 
 
+def budgets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each CUDA row built for the same architectures as another row with an older CUDA major: its wheel's
+    size against the other's + 2 MB, its build's CPU seconds against 1.1x the other's."""
+    targets = all_targets()
+    by_name = {r["target"]: r for r in rows}
+    out = []
+    for name, row in by_name.items():
+        t = targets[name]
+        for other in targets.values():
+            if (
+                other.name in by_name
+                and t.is_cuda
+                and other.is_cuda
+                and other.cuda_architectures == t.cuda_architectures
+                and other.cuda_version[0] < t.cuda_version[0]
+            ):
+                base = by_name[other.name]
+                cpu, base_cpu = row.get("build_cpu_seconds"), base.get("build_cpu_seconds")
+                out.append(
+                    {
+                        "row": name,
+                        "against": other.name,
+                        "mb": row["compressed"] / 1e6,
+                        "mb_budget": base["compressed"] / 1e6 + 2,
+                        "mb_within": row["compressed"] <= base["compressed"] + 2e6,
+                        "cpu_s": cpu,
+                        "cpu_budget_s": 1.1 * base_cpu if base_cpu else None,
+                        "cpu_within": cpu <= 1.1 * base_cpu if cpu and base_cpu else None,
+                        "wall_s": row.get("build_seconds") or 0.0,
+                        "against_wall_s": base.get("build_seconds") or 0.0,
+                    }
+                )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wheelhouse", type=Path, default=ROOT / "wheelhouse")
@@ -72,9 +110,12 @@ def main() -> None:
         }
         report = args.wheelhouse / f"{target.name}.audit.json"  # the audit gate's: tag and symbol floors
         if report.is_file():
-            symbols = json.loads(report.read_text()).get("symbols", {})
+            audit = json.loads(report.read_text())
+            symbols = audit.get("symbols", {})
             row["platform"] = symbols.get("platform")
             row["highest_symbol_versions"] = symbols.get("highest", {})
+            row["build_seconds"] = audit.get("build_seconds")
+            row["build_cpu_seconds"] = audit.get("build_cpu_seconds")
         if target.is_cuda:
             with tempfile.TemporaryDirectory() as tmp:
                 fat = bundled(wheel, args.wheelhouse / "deps", target.package, Path(tmp))
@@ -82,7 +123,7 @@ def main() -> None:
                 row["bundled_unpacked"] = unpacked(fat)
             row["bundled_over_llcuda"] = round(row["bundled_compressed"] / row["compressed"], 2)
         rows.append(row)
-    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "wheels": rows}
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "wheels": rows, "budgets": budgets(rows)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sizes.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
@@ -110,6 +151,21 @@ def main() -> None:
         absent = [k for k in ("GLIBCXX", "CXXABI") if highest and k not in highest]
         floors += f" (no {', no '.join(absent)})" if absent else ""
         lines.append(f"| llcuda-{r['target']} | `{r.get('platform') or '?'}` | {floors} |")
+    if result["budgets"]:
+        lines += [
+            "",
+            "| row | against | wheel | budget (+2 MB) | build, CPU seconds | budget (1.1x) | build wall |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for b in result["budgets"]:
+            cpu = f"{b['cpu_s']:.0f} s" if b["cpu_s"] else "?"
+            cpu_budget = f"{b['cpu_budget_s']:.0f} s" if b["cpu_budget_s"] else "?"
+            lines.append(
+                f"| llcuda-{b['row']} | llcuda-{b['against']} | {b['mb']:.1f} MB | {b['mb_budget']:.1f} MB "
+                f"({'within' if b['mb_within'] else 'OVER'}) | {cpu} | {cpu_budget} "
+                f"({'within' if b['cpu_within'] else 'OVER' if b['cpu_within'] is False else '?'}) | "
+                f"{b['wall_s']:.0f} s against {b['against_wall_s']:.0f} s |"
+            )
     (args.out / "sizes.md").write_text("\n".join(lines) + "\n")
     bundles = sorted(d for d in args.wheelhouse.glob("offline-*") if (d / "requirements.txt").is_file())
     if bundles:  # `nox -s offline -- <targets>` made them; their sizes are what a user carries over
