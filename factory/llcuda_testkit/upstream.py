@@ -76,7 +76,7 @@ def summary_markdown(
     if flaky:
         lines += [
             "",
-            "Left out of the comparison with stock, as they flip on the stock build too (flaky: rerun once) or follow the "
-            f"machine's CPU (either outcome): {', '.join(sorted(flaky))}.",
+            "Left out of the comparison with stock, as they flip on the stock build too (flaky: rerun once) or "
+            f"follow the machine's CPU (either outcome): {', '.join(sorted(flaky))}.",
         ]
     return "\n".join(lines) + "\n"
