@@ -11,7 +11,11 @@ auditwheel's own policy table (so both read one source), and adds the rule audit
   leaves such a weak reference: the linker found no versioned definition, auditwheel sees no version to judge,
   and an older glibc then kills the process at its first C++ exception. libstdc++'s weak references to the
   pthread functions it probes for (``__pthread_key_create``, glibc 2.2.5) bind wherever they run, and pass.
-  Symbols that another ELF of the wheel defines (its own libraries, the libstdc++ they share) are not glibc's.
+  Symbols that another ELF of the wheel defines (its own libraries, the libstdc++ they share) are not glibc's;
+- a strong undefined reference to one of llama.cpp's own symbols (a name with ``ggml``, ``gguf``, ``llama`` or
+  ``mtmd`` in it) that no ELF of the wheel defines fails it: a template instantiation or library left out of the
+  build (``cmake/LLCUDACudaKernels.cmake`` replaces some) would otherwise show only when the library loads, which
+  for libggml-cuda.so is on the user's GPU.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ GLIBC_SONAMES = (
 GLIBC_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64")
 # The version families the policy governs; others (libcublas.so.12's, say) belong to libraries outside it.
 FAMILIES = ("GLIBC", "GLIBCXX", "CXXABI", "GCC")
+# llama.cpp's own symbols, mangled or not: every one a wheel's ELF needs must be defined by one of its ELFs.
+OWN_SYMBOL = re.compile(r"ggml|gguf|llama|mtmd")
 
 
 @dataclass
@@ -166,5 +172,11 @@ def check(
                 f"{since}; a static libgcc or a link against the wrong glibc leaves it, and a glibc without it fails "
                 "at run time)"
             )
+        problems += [
+            f"{rel} needs {sym}, which no library of the wheel defines (a template instantiation or library left "
+            "out of the build?)"
+            for sym, weak in sorted(syms.unversioned_undefined.items())
+            if not weak and OWN_SYMBOL.search(sym) and sym not in in_wheel
+        ]
     report = {"platform": platform, "highest": highest(every), "per_file": per_file}
     return problems, report

@@ -75,6 +75,20 @@ def test_an_unversioned_glibc_symbol_fails(tmp_path: Path) -> None:
     assert problems[0].startswith("libtrap.so has an undefined glibc symbol with no version: _dl_find_object (strong,")
 
 
+def test_a_llama_cpp_symbol_no_library_of_the_wheel_defines_fails(tmp_path: Path) -> None:
+    # What a template instantiation left out of libggml-cuda.so leaves: an undefined ggml_* reference. Here the
+    # mangled name of one FlashAttention case; the wheel passes once another of its libraries defines it.
+    name = "_Z34ggml_cuda_flash_attn_ext_tile_caseILi40ELi40EEvR25ggml_backend_cuda_contextP11ggml_tensor"
+    user = _cc(tmp_path, "user", f"extern void {name}(void);\nvoid f(void) {{ {name}(); }}\n")
+    problems, _ = _gate(user)
+    assert problems == [
+        f"libuser.so needs {name}, which no library of the wheel defines (a template instantiation or library left "
+        "out of the build?)"
+    ]
+    definer = _cc(tmp_path, "definer", f"void {name}(void) {{}}\n")
+    assert _gate(user, definer)[0] == []
+
+
 def test_a_weak_unversioned_reference_fails_only_for_a_function_newer_than_the_floor(tmp_path: Path) -> None:
     # libgcc's unwinder (gcc >= 12) probes _dl_find_object (glibc 2.35) weakly; libstdc++ probes
     # __pthread_key_create (glibc 2.2.5) the same way. Only the first is missing on a glibc 2.28 system.

@@ -37,7 +37,9 @@ def expected(vocab: Path) -> list[tuple[str, list[int]]]:
     return list(zip(texts, ids))
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: the tests of this module run once per installed backend, in separate groups, and a module-scoped
+# fixture would write every model again for each group (about a minute on 2 cores).
+@pytest.fixture(scope="session")
 def vocab_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[tuple[str, list[int]]]]]:
     """Every vocabulary of the pinned tree that has expected outputs: its tiny model and its cases."""
     from llcuda_testkit.tinymodel import write_vocab_model
