@@ -37,6 +37,7 @@ PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 # (FACTORY_ENV) or pytest's `pythonpath`.
 sys.path.insert(0, str(ROOT / "factory"))
 
+from llcuda_factory import results  # noqa: E402
 from llcuda_factory.errors import FactoryError  # noqa: E402
 from llcuda_factory.targets import Target, all_targets, get_target  # noqa: E402
 from llcuda_factory.variants import is_variant_file  # noqa: E402
@@ -440,13 +441,6 @@ def crossbuild(session: nox.Session) -> None:
     session.run("cibuildwheel", package, "--platform=linux", "--config-file=pyproject.toml", "--output-dir=dist")
 
 
-@nox.session
-def build_sdist(session: nox.Session) -> None:
-    """Build the llcuda runtime's sdist and pure-Python wheel into dist/."""
-    session.install("build>=1.2")  # only here: PyPA's sdist builder
-    session.run("python", "-m", "build", "--outdir", "dist", str(ROOT), env={"SOURCE_DATE_EPOCH": _source_date_epoch()})
-
-
 # ---------------------------------------------------------------------------------------------- checks
 
 
@@ -626,7 +620,8 @@ def upstream(session: nox.Session) -> None:
 
 
 def _write_upstream_summary(runs: dict[str, Path]) -> None:
-    """benchmarks/results/upstream.md, which the docs include: counts per build and the expected failures."""
+    """benchmarks/latest/upstream.md, the counts per build and the expected failures (`nox -s record` makes it the
+    docs' figure)."""
     from llcuda_testkit.upstream import read_expected, read_outcomes, summary_markdown
 
     xfail, flaky = read_expected(UPSTREAM / "expected.toml")
@@ -634,7 +629,7 @@ def _write_upstream_summary(runs: dict[str, Path]) -> None:
     note = f"{time.strftime('%Y-%m-%d')}, commit {commit.stdout.strip() or '?'}, {os.cpu_count()} cores"
     outcomes = {label: read_outcomes(path) for label, path in runs.items()}
     text = summary_markdown(outcomes, UPSTREAM_SECONDS, xfail, flaky, note)
-    (ROOT / "benchmarks" / "results" / "upstream.md").write_text(text)
+    results.latest("upstream.md").write_text(text)
 
 
 def _compare_with_stock(session: nox.Session, runs: dict[str, Path]) -> None:
@@ -713,3 +708,11 @@ def bench(session: nox.Session) -> None:
     for part in parts:
         session.run("python", BENCHMARKS[part], *out, env=FACTORY_ENV)
     session.run("python", "benchmarks/report.py", *out)
+
+
+@nox.session(python=False)
+def record(session: nox.Session) -> None:
+    """Make the latest run's measurements (benchmarks/latest/: CI's wall time, the upstream tier's counts) the
+    recorded ones in benchmarks/results/, which the docs include, to commit them: CI itself never changes the tree.
+    """
+    session.run(sys.executable, "-m", "llcuda_factory", "record", *session.posargs, env=FACTORY_ENV)

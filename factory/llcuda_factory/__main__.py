@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import configure, cudaruntime, source, toolchain, toolkit
+from . import configure, cudaruntime, results, source, toolchain, toolkit
 from .errors import FactoryError
 from .targets import CudaArch, all_targets, cuda_toolkits, cuda_versions, get_target
 
@@ -239,6 +239,11 @@ def _cmd_publish_split(args: argparse.Namespace) -> None:
     print(index)
 
 
+def _cmd_record(args: argparse.Namespace) -> None:
+    for path in results.record(Path(args.source), Path(args.dest)):
+        print(f"recorded {path}")
+
+
 def _cmd_audit(args: argparse.Namespace) -> None:
     from . import audit
 
@@ -346,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pypi", required=True, help="gets copies of the sdist and the wheels PyPI takes")
     p.add_argument("--pages", required=True, help="gets simple/, the index of the llcuda wheel's variants")
     p.set_defaults(func=_cmd_publish_split)
+    p = sub.add_parser("record", help="copy the latest measurements (benchmarks/latest/) into benchmarks/results/")
+    p.add_argument("--source", default=str(results.LATEST))
+    p.add_argument("--dest", default=str(results.RESULTS))
+    p.set_defaults(func=_cmd_record)
     p = sub.add_parser("audit", help="run the audit gate on a repaired wheel")
     p.add_argument("wheel")
     p.add_argument("--target", required=True)
