@@ -31,7 +31,7 @@ SYSTEM_PATHS = (Path("/usr/local/bin/llama-server"), Path("/usr/bin/llama-server
 _STARTED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of binaries that answered --version
 
 
-def problem_with(path: Path, *, run: bool = True) -> str | None:
+def problem_with(path: Path) -> str | None:
     """Why ``path`` cannot be used as llama-server, or None when it can (a run check is done once per file)."""
     if not path.exists():
         return "does not exist"
@@ -43,7 +43,7 @@ def problem_with(path: Path, *, run: bool = True) -> str | None:
         return "is not an ELF executable"
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if run and key not in _STARTED:
+    if key not in _STARTED:
         try:
             proc = subprocess.run(
                 [str(path), "--version"], capture_output=True, text=True, timeout=60, env=child_env(path)

@@ -25,10 +25,6 @@ class RegistryEntry:
     repo: str
     filename: str
 
-    @property
-    def spec(self) -> str:
-        return f"{self.repo}:{self.filename}"
-
 
 # A small curated list of small instruct models (Q4_K_M), each under 1 GB.
 REGISTRY: dict[str, RegistryEntry] = {
@@ -59,11 +55,9 @@ def _download(repo: str, filename: str) -> Path:
         raise ModelError(f"invalid Hugging Face repo id {repo!r} (expected owner/name)")
     if not _FILE.match(filename) or ".." in filename.split("/"):
         raise ModelError(f"invalid model file name {filename!r} (expected a relative path ending in .gguf)")
-    try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-    except ImportError as err:
-        raise ModelError(f"{repo}:{filename} is a Hub spec; install huggingface_hub to download it") from err
+    from huggingface_hub import hf_hub_download  # a dependency, imported only when a model is downloaded
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename))
     except LocalEntryNotFoundError as err:
