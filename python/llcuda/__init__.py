@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .backendops import SelftestResult, selftest
+    from .client import InferResult, Sampling
     from .discovery import find_llama_server
-    from .engine import InferenceEngine, InferResult, Sampling, quick_infer
+    from .engine import InferenceEngine, quick_infer
     from .fit import check_gpu_compatibility
     from .gpu import detect_gpus
     from .installed import Backend, backends
@@ -51,8 +52,8 @@ _LAZY = {
     "Backend": "installed",
     "backends": "installed",
     "InferenceEngine": "engine",
-    "InferResult": "engine",
-    "Sampling": "engine",
+    "InferResult": "client",
+    "Sampling": "client",
     "quick_infer": "engine",
     "ServerManager": "server",
     "RPCServer": "rpc",

@@ -383,7 +383,7 @@ def test_a_model_bigger_than_every_device_is_refused_before_launch(
 ) -> None:
     manager, argv_file, model = fake_server
     model.write_bytes(b"GGUF" + b"\0" * (3 * MIB))
-    monkeypatch.setattr("llcuda.engine.ram_available_mb", lambda: 1)
+    monkeypatch.setattr("llcuda.endpoints.ram_available_mb", lambda: 1)
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([("GeForce 940M", (5, 0), 2048, 1)]))
     with pytest.raises(ModelTooLargeError, match=r"needs at least 3 MiB .* together have 2 MiB free"):
         InferenceEngine(manager).load_model(model)
