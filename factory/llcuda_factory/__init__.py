@@ -2,14 +2,23 @@
 
 Nothing here is shipped in a wheel. Each module is one concern:
 
-- :mod:`.targets`  reads ``targets.toml``, the single table of backend targets;
-- :mod:`.source`   resolves (and, offline-first, fetches) the pinned llama.cpp tree;
-- :mod:`.toolkit`  picks a CUDA toolkit able to compile a target's architectures;
+- :mod:`.project` reads the project's records (``targets.toml``, the version) in one place;
+  :mod:`.targets` holds the table's rows and ``[cuda-toolkits]``;
+- :mod:`.cudaruntime` says how one CUDA major's runtime reaches a wheel (NVIDIA's wheels, sonames, driver floor);
+- :mod:`.source` resolves (offline-first) the pinned llama.cpp tree;
+- :mod:`.toolkit` finds and checks the CUDA toolkit a row builds with; :mod:`.pypitoolkit` makes one of NVIDIA's
+  PyPI wheels;
 - :mod:`.toolchain` checks the old-glibc sysroot every wheel is compiled against, and names the wheels' tag;
-- :mod:`.configure` writes the CMake settings for one target;
-- :mod:`.metadata` is the scikit-build-core dynamic-metadata provider of the backend wheels;
+- :mod:`.configure` writes the CMake settings for one target; :mod:`.backends` renders the backend projects;
+  :mod:`.metadata` is the scikit-build-core dynamic-metadata provider of the backend wheels;
 - :mod:`.repair` and :mod:`.audit` turn a raw wheel into a checked manylinux wheel; :mod:`.symbols` is the
-  audit's glibc gate, and :mod:`.crosscheck` compares the recipe's wheel with another build of it.
+  audit's glibc gate, :mod:`.fatbin` reads the CUDA device code and its driver floor, :mod:`.wheelfile` a built
+  wheel's metadata;
+- :mod:`.wheelhouse` holds the wheels' dependencies and offline bundles; :mod:`.variants` the llcuda wheel's
+  variants; :mod:`.release` the checks before a release and its publishing;
+- :mod:`.reproducible` compares two builds of a wheel, :mod:`.crosscheck` the recipe's wheel with another build;
+- :mod:`.results` says where measurements go; :mod:`.errors` holds the one error type; :mod:`.__main__` is the
+  command line (``python -m llcuda_factory``).
 """
 
 from __future__ import annotations
