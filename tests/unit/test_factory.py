@@ -66,11 +66,16 @@ DEBIAN_ROWS = [t for t in CUDA_ROWS if t.toolkit is not None and t.toolkit.sourc
 PYPI_ROWS = [t for t in CUDA_ROWS if t.toolkit is not None and t.toolkit.source == "pypi"]
 
 
-def test_every_cuda_row_names_one_exact_toolkit_version() -> None:
+def test_every_cuda_row_names_one_exact_toolkit_version_and_builds_with_that_entry() -> None:
     assert CUDA_ROWS
     for target in CUDA_ROWS:
-        assert target.cuda is not None and target.cuda_version == tuple(int(x) for x in target.cuda.split("."))
-    assert all(t.cuda is None for t in all_targets().values() if not t.is_cuda)
+        assert target.cuda is not None and re.fullmatch(r"\d+\.\d+", target.cuda), target.cuda
+        assert target.toolkit is not None and target.toolkit.version == target.cuda
+        major, minor = target.cuda_version
+        assert f"{major}.{minor}" == target.cuda
+        wheels = cudaruntime.runtime_wheels(major)
+        assert [r.split(">=")[0] for r in target.runtime_requirements] == [wheels.cudart, wheels.cublas]
+    assert all(t.cuda is None and t.runtime_requirements == [] for t in all_targets().values() if not t.is_cuda)
 
 
 @pytest.mark.parametrize(
@@ -178,14 +183,14 @@ def test_explicit_cuda_home_is_the_only_candidate(
 
 
 def test_wheel_dependencies_are_at_least_the_linked_libraries(no_system_toolkits: Path, tmp_path: Path) -> None:
-    for version, major in (("11.8", 11), ("12.4", 12)):
-        tk = toolkit.probe(fake_toolkit(tmp_path / version, version, CUDA118_ARCHS))
+    expected = {
+        "11.8": ["nvidia-cuda-runtime-cu11>=11.8.127,<12", "nvidia-cublas-cu11>=11.8.5.8,<12"],
+        "12.4": ["nvidia-cuda-runtime-cu12>=12.4.127,<13", "nvidia-cublas-cu12>=12.4.5.8,<13"],
+    }
+    for version, requirements in expected.items():
+        tk = toolkit.probe(fake_toolkit(tmp_path / version, version, CUDA118_ARCHS))  # links cudart X.Y.127
         assert tk is not None
-        assert (tk.cudart_release, tk.cublas_release) == (f"{version}.127", f"{version}.5.8")
-        assert toolkit.wheel_dependencies(tk) == [
-            f"nvidia-cuda-runtime-cu{major}>={version}.127,<{major + 1}",
-            f"nvidia-cublas-cu{major}>={version}.5.8,<{major + 1}",
-        ]
+        assert toolkit.wheel_dependencies(tk) == requirements
 
 
 def test_each_rows_requirements_come_from_its_toolkit_entry() -> None:

@@ -534,9 +534,9 @@ def test_backends_stays_the_function_once_every_submodule_is_loaded() -> None:
     import llcuda.cli
     import llcuda.discovery
     import llcuda.gpu
+    import llcuda.installed
 
-    assert callable(llcuda.backends)
-    assert isinstance(llcuda.backends(), list)
+    assert llcuda.backends is llcuda.installed.backends
 
 
 def test_backends_names_the_one_that_runs_when_a_variant_and_an_extra_bring_two(

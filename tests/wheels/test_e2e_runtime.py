@@ -3,6 +3,7 @@ tiny GGUF written by the tests (``nox -s tests`` installs the wheel from wheelho
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -135,7 +136,11 @@ def test_server_dies_with_its_python_parent(tiny_gguf: Path, tmp_path: Path) -> 
 def test_cli_backends_doctor_and_run(tiny_gguf: Path) -> None:
     cli = [sys.executable, "-m", "llcuda"]
     out = subprocess.run([*cli, "backends", "--json"], capture_output=True, text=True, check=True)
-    assert "cpu" in [b["target"] for b in json.loads(out.stdout)]
+    listed = {b["target"]: b for b in json.loads(out.stdout)}
+    assert listed["cpu"]["runs"] is True  # no GPU here: the cpu backend is the one that runs
+    spec = importlib.util.find_spec("llcuda_cpu")
+    assert spec is not None and spec.submodule_search_locations is not None
+    assert listed["cpu"]["path"] == str(Path(spec.submodule_search_locations[0]))
     doctor = subprocess.run([*cli, "doctor"], capture_output=True, text=True, check=True)
     assert "backend llcuda-cpu: cpu" in doctor.stdout and "llama-server: " in doctor.stdout
     run = subprocess.run(
@@ -145,7 +150,12 @@ def test_cli_backends_doctor_and_run(tiny_gguf: Path) -> None:
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.endswith("\n") and len(run.stdout) > 1
+    # Greedy decoding: the command prints exactly what the engine streams for the same model, prompt and settings.
+    with InferenceEngine() as engine:
+        engine.load_model(tiny_gguf, silent=True)
+        expected = "".join(engine.infer_stream("Hello", max_tokens=6, temperature=0))
+    assert expected
+    assert run.stdout == expected + "\n"
 
 
 def test_cli_serve_with_the_openai_client_and_ctrl_c(tiny_gguf: Path, tmp_path: Path) -> None:
