@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,9 @@ SAME_MODEL = {"bert_bge_small_with_fa": "bert_bge_small"}
 
 
 def _point_presets_at_standins(models: Path) -> None:
-    utils = importlib.import_module("utils")  # upstream's tools/server/tests/utils.py (its conftest imports it)
+    # upstream's tools/server/tests/utils.py: its conftest imports it, and pytest has put the conftest's folder (the
+    # rootdir) on sys.path before any plugin's pytest_configure runs
+    utils = importlib.import_module("utils")
 
     def local(name: str, make: Callable[[], Any]) -> Callable[[], Any]:
         def preset() -> Any:
@@ -138,7 +139,5 @@ def pytest_configure(config: pytest.Config) -> None:
     models = os.environ.get("LLCUDA_UPSTREAM_MODELS")
     if not models:
         raise pytest.UsageError("llcuda_testkit.upstream_plugin needs $LLCUDA_UPSTREAM_MODELS (the stand-ins)")
-    if "utils" not in sys.modules:
-        sys.path.insert(0, str(config.rootpath))
     _point_presets_at_standins(Path(models))
     config.pluginmanager.register(Tier(config), "llcuda-upstream-tier")
