@@ -30,6 +30,9 @@ from pathlib import Path
 
 import nox
 
+# What ci/install-build-deps.sh installs in .venv and the test group pins: an older nox says so and stops.
+nox.needs_version = ">=2025.2.9"
+
 ROOT = Path(__file__).resolve().parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 # The one sys.path edit of the project: nox imports this file as a script, and the sessions need the build

@@ -13,8 +13,15 @@ set(CUDAToolkit_ROOT "${LLCUDA_CUDA_ROOT}")
 set(_llcuda_path "${LLCUDA_CUDA_BIN_DIR}:$ENV{PATH}")
 set(ENV{PATH} "${_llcuda_path}")
 if(LLCUDA_LAUNCHER)
-  set(CMAKE_CUDA_COMPILER_LAUNCHER "${CMAKE_COMMAND}" -E env "PATH=${_llcuda_path}" ${LLCUDA_CCACHE_ENV}
-      "${LLCUDA_CCACHE_PROGRAM}")
+  set(
+    CMAKE_CUDA_COMPILER_LAUNCHER
+    "${CMAKE_COMMAND}"
+    -E
+    env
+    "PATH=${_llcuda_path}"
+    ${LLCUDA_CCACHE_ENV}
+    "${LLCUDA_CCACHE_PROGRAM}"
+  )
 else()
   set(CMAKE_CUDA_COMPILER_LAUNCHER "${CMAKE_COMMAND}" -E env "PATH=${_llcuda_path}")
 endif()
@@ -32,8 +39,11 @@ endif()
 # picks its own default arch list; enabling it here would first fix the archs to the compiler's default.
 find_package(CUDAToolkit REQUIRED)
 if(NOT CUDAToolkit_VERSION MATCHES "^${LLCUDA_CUDA_VERSION}")
-  message(FATAL_ERROR "llcuda: expected CUDA ${LLCUDA_CUDA_VERSION} (${LLCUDA_CUDA_COMPILER}), "
-                      "CMake found ${CUDAToolkit_VERSION}")
+  message(
+    FATAL_ERROR
+    "llcuda: expected CUDA ${LLCUDA_CUDA_VERSION} (${LLCUDA_CUDA_COMPILER}), "
+    "CMake found ${CUDAToolkit_VERSION}"
+  )
 endif()
 if(LLCUDA_CUDA_ARCHITECTURES_FROM_GGML)
   set(_llcuda_archs "llama.cpp's default list")

@@ -37,13 +37,19 @@ endfunction()
 llcuda_shared_closure(LLCUDA_LIBRARIES ${LLCUDA_TOOLS} ${LLCUDA_BACKENDS})
 
 install(TARGETS ${LLCUDA_TOOLS} RUNTIME DESTINATION "${LLCUDA_BIN_DESTINATION}" COMPONENT llcuda)
-install(TARGETS ${LLCUDA_LIBRARIES}
-        LIBRARY DESTINATION "${LLCUDA_BIN_DESTINATION}" COMPONENT llcuda
-        # Headers are not shipped (no component "llcuda-dev" is installed into a wheel).
-        PUBLIC_HEADER DESTINATION include COMPONENT llcuda-dev
-        PRIVATE_HEADER DESTINATION include COMPONENT llcuda-dev)
-install(FILES "${LLCUDA_LLAMA_CPP_DIR}/LICENSE" DESTINATION "${LLCUDA_PACKAGE}" RENAME LICENSE.llama.cpp
-        COMPONENT llcuda)
+install(
+  TARGETS ${LLCUDA_LIBRARIES}
+  LIBRARY DESTINATION "${LLCUDA_BIN_DESTINATION}" COMPONENT llcuda
+  # Headers are not shipped (no component "llcuda-dev" is installed into a wheel).
+  PUBLIC_HEADER DESTINATION include COMPONENT llcuda-dev
+  PRIVATE_HEADER DESTINATION include COMPONENT llcuda-dev
+)
+install(
+  FILES "${LLCUDA_LLAMA_CPP_DIR}/LICENSE"
+  DESTINATION "${LLCUDA_PACKAGE}"
+  RENAME LICENSE.llama.cpp
+  COMPONENT llcuda
+)
 # gcc-10's libstdc++, carried by one library that every ELF of the wheel links (cmake/LLCUDAToolchain.cmake); in
 # the build tree too, for anything run from there.
 if(LLCUDA_CXX_RUNTIME)
@@ -72,7 +78,7 @@ set(_cuda_archs "")
 set(_cuda_compiler "")
 if(TARGET ggml-cuda)
   set(_cuda_version "${CUDAToolkit_VERSION}")
-  get_target_property(_cuda_archs ggml-cuda CUDA_ARCHITECTURES)  # what ggml-cuda is really compiled for
+  get_target_property(_cuda_archs ggml-cuda CUDA_ARCHITECTURES) # what ggml-cuda is really compiled for
   get_filename_component(_host "${CMAKE_CUDA_HOST_COMPILER}" NAME)
   set(_cuda_compiler "NVIDIA ${CUDAToolkit_VERSION} (host ${_host})")
 endif()
@@ -90,12 +96,15 @@ if(TARGET ggml-cuda)
 endif()
 # The RPC protocol version of this build: a client and a server of other versions refuse each other. Read from the
 # header (llama.cpp's RPC README lags behind it).
-file(STRINGS "${LLCUDA_LLAMA_CPP_DIR}/ggml/include/ggml-rpc.h" _rpc_defines
-     REGEX "^#define RPC_PROTO_(MAJOR|MINOR|PATCH)_VERSION[ \t]+[0-9]+")
+file(
+  STRINGS "${LLCUDA_LLAMA_CPP_DIR}/ggml/include/ggml-rpc.h"
+  _rpc_defines
+  REGEX "^#define RPC_PROTO_(MAJOR|MINOR|PATCH)_VERSION[ \t]+[0-9]+"
+)
 set(_rpc_version "")
 foreach(_part MAJOR MINOR PATCH)
   string(REGEX MATCH "RPC_PROTO_${_part}_VERSION[ \t]+([0-9]+)" _ "${_rpc_defines}")
-  set(_number "${CMAKE_MATCH_1}")  # if(... MATCHES) below would overwrite CMAKE_MATCH_1
+  set(_number "${CMAKE_MATCH_1}") # if(... MATCHES) below would overwrite CMAKE_MATCH_1
   if(NOT _number MATCHES "^[0-9]+$")
     message(FATAL_ERROR "llcuda: no RPC_PROTO_${_part}_VERSION in ggml/include/ggml-rpc.h")
   endif()
@@ -108,11 +117,16 @@ if(TARGET ggml-cuda)
   # The oldest driver that runs the built fatbin (SASS and PTX-JIT paths), read from the library itself after the
   # build and written into build_info.json before it is installed.
   install(
-    CODE "execute_process(COMMAND \"${CMAKE_COMMAND}\" -E env \"PYTHONPATH=${PROJECT_SOURCE_DIR}/factory\"
+    CODE
+      "execute_process(COMMAND \"${CMAKE_COMMAND}\" -E env \"PYTHONPATH=${PROJECT_SOURCE_DIR}/factory\"
             \"${Python_EXECUTABLE}\" -m llcuda_factory driver-floor \"$<TARGET_FILE:ggml-cuda>\"
             --cuda-major ${CUDAToolkit_VERSION_MAJOR} --cuobjdump \"${LLCUDA_CUDA_BIN_DIR}/cuobjdump\"
             --build-info \"${CMAKE_BINARY_DIR}/build_info.json\" COMMAND_ERROR_IS_FATAL ANY)"
-    COMPONENT llcuda)
+    COMPONENT llcuda
+  )
 endif()
-install(FILES "${CMAKE_BINARY_DIR}/build_info.json" "${CMAKE_BINARY_DIR}/__init__.py"
-        DESTINATION "${LLCUDA_PACKAGE}" COMPONENT llcuda)
+install(
+  FILES "${CMAKE_BINARY_DIR}/build_info.json" "${CMAKE_BINARY_DIR}/__init__.py"
+  DESTINATION "${LLCUDA_PACKAGE}"
+  COMPONENT llcuda
+)

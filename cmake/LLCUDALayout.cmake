@@ -18,6 +18,9 @@ set(_llcuda_map "-ffile-prefix-map=${LLCUDA_LLAMA_CPP_DIR}=llama.cpp -ffile-pref
 string(APPEND CMAKE_C_FLAGS " ${_llcuda_map}")
 string(APPEND CMAKE_CXX_FLAGS " ${_llcuda_map}")
 if(LLCUDA_CUDA_ARCHITECTURES)
-  string(APPEND CMAKE_CUDA_FLAGS " -Xcompiler=-ffile-prefix-map=${LLCUDA_LLAMA_CPP_DIR}=llama.cpp"
-                                " -Xcompiler=-ffile-prefix-map=${_llcuda_rel}=llama.cpp")
+  string(
+    APPEND CMAKE_CUDA_FLAGS
+    " -Xcompiler=-ffile-prefix-map=${LLCUDA_LLAMA_CPP_DIR}=llama.cpp"
+    " -Xcompiler=-ffile-prefix-map=${_llcuda_rel}=llama.cpp"
+  )
 endif()

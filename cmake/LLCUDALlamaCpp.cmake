@@ -13,7 +13,15 @@ llcuda_force(GGML_CPU_ALL_VARIANTS ON)
 # The base-build instruction sets are unused with run-time variants, but their defaults flip with
 # $SOURCE_DATE_EPOCH (ggml/CMakeLists.txt, INS_ENB) and would make build_info.json depend on the environment
 # and on a build directory's history: pin them.
-foreach(_isa SSE42 AVX AVX2 BMI2 FMA F16C)
+foreach(
+  _isa
+  SSE42
+  AVX
+  AVX2
+  BMI2
+  FMA
+  F16C
+)
   llcuda_force(GGML_${_isa} OFF)
 endforeach()
 # OpenMP, as a stock build has it: without it ggml's own thread pools spin against each other when a process runs

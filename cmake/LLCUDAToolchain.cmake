@@ -3,15 +3,17 @@
 # C, C++ and CUDA host file against glibc 2.31 and gcc-10's libstdc++. factory/llcuda_factory/toolchain.py checks
 # it: a missing or half-made sysroot stops here, before any compile, with the command that installs it.
 
-if(NOT Python_EXECUTABLE)  # scikit-build-core passes it; a plain `cmake -S . -B build` finds one
+if(NOT Python_EXECUTABLE) # scikit-build-core passes it; a plain `cmake -S . -B build` finds one
   find_program(Python_EXECUTABLE NAMES python3 python REQUIRED)
 endif()
 set(_llcuda_toolchain "${CMAKE_BINARY_DIR}/llcuda-toolchain.cmake")
 execute_process(
-  COMMAND "${CMAKE_COMMAND}" -E env "PYTHONPATH=${CMAKE_CURRENT_SOURCE_DIR}/factory:$ENV{PYTHONPATH}"
-          "${Python_EXECUTABLE}" -m llcuda_factory toolchain --cmake "${_llcuda_toolchain}"
+  COMMAND
+    "${CMAKE_COMMAND}" -E env "PYTHONPATH=${CMAKE_CURRENT_SOURCE_DIR}/factory:$ENV{PYTHONPATH}" "${Python_EXECUTABLE}"
+    -m llcuda_factory toolchain --cmake "${_llcuda_toolchain}"
   RESULT_VARIABLE _llcuda_rc
-  ERROR_VARIABLE _llcuda_err)
+  ERROR_VARIABLE _llcuda_err
+)
 if(NOT _llcuda_rc EQUAL 0)
   string(STRIP "${_llcuda_err}" _llcuda_err)
   message(FATAL_ERROR "llcuda: ${_llcuda_err}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 import yaml
 
 from llcuda_factory import REPO_ROOT
@@ -105,3 +106,20 @@ def test_the_release_publishes_what_its_test_job_tested() -> None:
     recipe = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "recipe.yml").read_text())
     build_run = " ".join(s.get("run", "") for s in recipe["jobs"]["build"]["steps"])
     assert "bash ci/install-build-deps.sh && .venv/bin/nox -s release -- --build-only" in build_run
+
+
+def test_dependabot_updates_the_actions_and_the_pinned_python_tools_where_they_are_declared() -> None:
+    """Each update names an ecosystem whose manifest is where it points: the workflows' `uses:` for github-actions,
+    pyproject.toml (whose dependency groups pin cibuildwheel, uv, Sphinx...) for pip."""
+    config = yaml.safe_load((REPO_ROOT / ".github" / "dependabot.yml").read_text())
+    assert config["version"] == 2
+    manifests = {"github-actions": ".github/workflows", "pip": "pyproject.toml"}
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert sorted(updates) == sorted(manifests)
+    for ecosystem, manifest in manifests.items():
+        update = updates[ecosystem]
+        assert update["schedule"]["interval"] in ("daily", "weekly", "monthly")
+        assert (REPO_ROOT / update["directory"].lstrip("/") / manifest).exists(), (ecosystem, manifest)
+    groups = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    pins = [r for group in groups.values() for r in group if isinstance(r, str) and "==" in r]
+    assert pins, "the dependency groups pin tools for pip's updates to move"
