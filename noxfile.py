@@ -48,7 +48,8 @@ from llcuda_factory.variants import is_variant_file  # noqa: E402
 # Both can be moved (the factory's own tests build into temporary directories).
 WHEELHOUSE = Path(os.environ.get("LLCUDA_WHEELHOUSE", ROOT / "wheelhouse")).resolve()
 BUILD = Path(os.environ.get("LLCUDA_BUILD_DIR", ROOT / "build")).resolve()
-FACTORY_ENV = {"PYTHONPATH": str(ROOT / "factory")}
+# The build library and the test kit, for what the sessions run (pytest, benchmarks, the factory's commands).
+FACTORY_ENV = {"PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("factory", "testkit"))}
 
 
 def _group(name: str) -> list[str]:
@@ -569,7 +570,7 @@ def _stock_server(session: nox.Session, src: Path) -> Path:
 def upstream(session: nox.Session) -> None:
     """Run llama.cpp's own server tests (the pinned tree's tools/server/tests) against the installed llama-server
     of every backend wheel in wheelhouse/: all of them on cpu, UPSTREAM_CUDA_SUBSET on cc50 and cc75 (their CPU
-    fallback here). Models are local stand-ins (factory/llcuda_testkit/standins.py); every test passes or is
+    fallback here). Models are local stand-ins (testkit/llcuda_testkit/standins.py); every test passes or is
     listed in tests/upstream/expected.toml, and the skips equal the stock build's.
 
     `-- --against-stock` builds stock llama.cpp's llama-server from the same tree, runs the whole suite on it,

@@ -54,7 +54,7 @@ stamp "unpack the llama.cpp tree and the wheels"
 sha256sum -c <(sed 's/  #.*//' .device/llama.cpp.tar.xz.sha256 | sed "s|  |  .device/|") || exit 1
 tar -xJf .device/llama.cpp.tar.xz -C "$W"
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" .device/whl/*.whl || exit 1
-export PYTHONPATH="$W/site:$ROOT/python:$ROOT/factory:$ROOT/tests:$ROOT/benchmarks"
+export PYTHONPATH="$W/site:$ROOT/python:$ROOT/factory:$ROOT/testkit:$ROOT/tests:$ROOT/benchmarks"
 export LLCUDA_LLAMA_CPP_SOURCE="$W/llama.cpp"
 if [ -n "$WHEEL" ]; then
     [ -d "$W/site/$PKG/bin" ] || { echo "no $PKG in .device/whl/: python benchmarks/gpu/pack.py --wheel $TARGET"; exit 1; }

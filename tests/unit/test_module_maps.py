@@ -42,7 +42,7 @@ def _files(folder: str, pattern: str) -> list[Path]:
     ("folder", "label", "pattern", "by"),
     [
         ("factory/llcuda_factory", "llcuda_factory/", "*.py", "name"),
-        ("factory/llcuda_testkit", "llcuda_testkit/", "*.py", "name"),
+        ("testkit/llcuda_testkit", "llcuda_testkit/", "*.py", "name"),
         ("python/llcuda", "llcuda/", "*.py", "stem"),
         ("ci", "ci/", "*.sh", "name"),
     ],

@@ -1,4 +1,4 @@
-"""The upstream tier's pytest plugin (factory/llcuda_testkit/upstream_plugin.py) on a miniature of upstream's test
+"""The upstream tier's pytest plugin (testkit/llcuda_testkit/upstream_plugin.py) on a miniature of upstream's test
 folder: its presets point at the stand-ins, a listed failure is a strict expected failure, a listed flaky test is
 rerun once, and the skips must be the stock run's."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from llcuda_testkit.upstream import read_outcomes
 
-FACTORY = Path(__file__).resolve().parents[2] / "factory"
+TESTKIT = Path(__file__).resolve().parents[2] / "testkit"
 
 UTILS = """
 import os
@@ -79,7 +79,7 @@ def tier(tmp_path: Path, expected: str, stock: str) -> tuple[subprocess.Complete
     (tmp_path / "stock.txt").write_text(stock)
     env = {
         **os.environ,
-        "PYTHONPATH": str(FACTORY),
+        "PYTHONPATH": str(TESTKIT),
         "LLCUDA_UPSTREAM_MODELS": str(models),
         "LLCUDA_UPSTREAM_EXPECTED": str(tmp_path / "expected.toml"),
         "LLCUDA_UPSTREAM_STOCK": str(tmp_path / "stock.txt"),
