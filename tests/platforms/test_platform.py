@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, WHEELHOUSE, backend_wheel
 from llcuda_factory import project
 from llcuda_testkit.platformroot import WORK, PlatformRoot
+from support import TARGETS, WHEELHOUSE, backend_wheel
 
 pytestmark = pytest.mark.platform
 VENV = f"{WORK}/venv"

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fake_toolkit
 from llcuda_factory import REPO_ROOT, configure, cudaruntime, metadata, pypitoolkit, source, toolkit
 from llcuda_factory.audit import audit
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.project import LlamaCppPin, llama_cpp_pin
 from llcuda_factory.project import version as project_version
 from llcuda_factory.targets import Target, ToolkitPin, all_targets, cuda_toolkits, get_target
+from support import fake_toolkit
 
 # ---------------------------------------------------------------- the table
 

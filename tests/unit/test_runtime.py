@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 import llcuda
-from conftest import wait_gone
 from llcuda import cachedir, discovery, fit, gpu, server
 from llcuda.engine import InferenceEngine
 from llcuda.errors import (
@@ -28,6 +27,7 @@ from llcuda.errors import (
 )
 from llcuda.installed import Backend
 from llcuda.models import resolve_model
+from support import wait_gone
 
 FAKE = Path(__file__).with_name("fake_llama_server.py")
 CC = shutil.which("cc") or "/usr/bin/cc"

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from conftest import fake_toolkit
 from llcuda import catalog, fit, gpu, installed
 from llcuda_factory import REPO_ROOT, backends
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.targets import CudaArch, all_targets
+from support import fake_toolkit
 
 CC61_ROW = """
 [targets.cc61]

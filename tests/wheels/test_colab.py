@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, WHEELHOUSE, backend_wheel, without_network
 from llcuda_factory import cudaruntime
 from llcuda_factory.wheelfile import site_packages
 from llcuda_factory.wheelhouse import is_cuda_runtime_wheel, offline_bundle, parse_wheel_name, pip_download
+from support import TARGETS, WHEELHOUSE, backend_wheel, without_network
 
 COLAB_CUDA_WHEELS = ["nvidia-cublas-cu12==12.8.4.1", "nvidia-cuda-runtime-cu12==12.8.90"]
 CUDA12 = sorted(n for n, t in TARGETS.items() if t.is_cuda and t.cuda_version[0] == 12)

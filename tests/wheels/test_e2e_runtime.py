@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 import llcuda
-from conftest import wait_gone
 from llcuda.engine import InferenceEngine
 from llcuda.errors import ServerCrashedError
 from llcuda_testkit.tinymodel import write_tiny_llama
+from support import wait_gone
 
 pytestmark = pytest.mark.usefixtures("cpu_backend")
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 import llcuda
-from conftest import without_network
 from llcuda import EngineStateError, InferenceEngine, RequestError, ServerCrashedError, ServerStartError
 from llcuda_testkit.tinymodel import write_tiny_llama
+from support import without_network
 
 pytestmark = pytest.mark.usefixtures("cpu_backend")
 

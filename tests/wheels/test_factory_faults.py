@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS
 from llcuda_factory import REPO_ROOT as ROOT
+from support import TARGETS
 
 
 @pytest.fixture

@@ -22,12 +22,12 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import wait_gone
 from llcuda import server as server_mod
 from llcuda.engine import InferenceEngine
 from llcuda.errors import ModelError, ModelLoadError, ModelNotFoundError, PortInUseError, ServerCrashedError
 from llcuda.server import ServerManager
 from llcuda_testkit.tinymodel import write_tiny_llama
+from support import wait_gone
 
 pytestmark = pytest.mark.usefixtures("cpu_backend")
 

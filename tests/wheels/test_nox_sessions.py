@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, WHEELHOUSE, backend_wheel
 from llcuda_factory import REPO_ROOT, project, source
+from support import TARGETS, WHEELHOUSE, backend_wheel
 
 
 def _nox(envdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

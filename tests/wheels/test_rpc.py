@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_gone
 from llcuda import InferenceEngine, RPCHostLostError, RPCServer, RPCUnreachableError, StreamStalledError
 from llcuda.rpc import probe
 from llcuda_testkit import netns
 from llcuda_testkit.tinymodel import write_tiny_llama
+from support import wait_gone
 
 pytestmark = pytest.mark.usefixtures("cpu_backend")
 

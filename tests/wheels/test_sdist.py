@@ -13,9 +13,9 @@ import venv
 import zipfile
 from pathlib import Path
 
-from conftest import TARGETS, WHEELHOUSE, backend_wheel, without_network
 from llcuda_factory import REPO_ROOT
 from llcuda_factory.project import version
+from support import TARGETS, WHEELHOUSE, backend_wheel, without_network
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:

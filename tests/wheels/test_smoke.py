@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import llcuda
-from conftest import expected_backend, required_wheels
 from llcuda.installed import Backend
 from llcuda_factory.project import llama_cpp_pin
+from support import expected_backend, required_wheels
 
 PIN = llama_cpp_pin()
 

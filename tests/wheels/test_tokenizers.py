@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Installed
+from support import Installed
 
 SEPARATOR = "\n__ggml_vocab_test__\n"
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, WHEELHOUSE, backend_wheel
 from llcuda_factory import cudaruntime, pypitoolkit
 from llcuda_factory.wheelfile import site_packages
 from llcuda_factory.wheelhouse import is_cuda_runtime_wheel
+from support import TARGETS, WHEELHOUSE, backend_wheel
 
 # What each torch release installs for CUDA (its Requires-Dist, resolved the way pip resolves them).
 TORCH_CUDA = {

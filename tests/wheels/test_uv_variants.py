@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, WHEELHOUSE, backend_wheel
 from llcuda_factory import fatbin, variants, wheelfile
+from support import TARGETS, WHEELHOUSE, backend_wheel
 
 # simulated GPU (compute capability, CUDA version of its driver) -> the backend uv must install
 CASES = [

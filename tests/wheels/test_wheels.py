@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Installed
-from llcuda_factory import cudaruntime, symbols, toolchain
+from llcuda_factory import cudaruntime, symbols, toolchain, wheelfile
 from llcuda_factory.audit import is_elf, needed, runpath
 from llcuda_factory.configure import TOOLS
 from llcuda_factory.errors import FactoryError
 from llcuda_factory.project import llama_cpp_pin
 from llcuda_factory.targets import all_targets
 from llcuda_testkit.serverproc import running_server
+from support import TARGETS, WHEELHOUSE, Installed
 
 
 def test_backend_is_registered_with_its_build_info(installed: Installed) -> None:
@@ -232,14 +232,9 @@ def test_build_info_records_the_driver_floor_of_the_fatbin(installed: Installed)
 
 
 def test_runtime_extras_pin_the_backends_exactly() -> None:
-    from conftest import WHEELHOUSE
-
     wheels = sorted(WHEELHOUSE.glob("llcuda-*.whl"))
     if not wheels:
         pytest.skip("no llcuda runtime wheel built")
-    from conftest import TARGETS
-    from llcuda_factory import wheelfile
-
     meta = wheelfile.metadata(wheels[-1])
     version = meta["Version"]
     assert {f"llcuda-{name}=={version}; extra == '{name}'" for name in TARGETS} <= set(wheelfile.requires(wheels[-1]))
