@@ -251,7 +251,8 @@ def _cmd_audit(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=2))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per ``_cmd_*`` function above, each with its arguments."""
     parser = argparse.ArgumentParser(prog="llcuda_factory", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("configure", help="write the CMake settings of a target")
@@ -360,7 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", required=True)
     p.add_argument("--find-links", action="append", default=[], help="where dependencies' wheels are")
     p.set_defaults(func=_cmd_audit)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except FactoryError as err:
