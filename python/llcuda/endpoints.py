@@ -56,19 +56,21 @@ class LocalServer:
         if pooling is not None and not embeddings:
             raise ValueError("pooling= applies to embeddings: pass embeddings=True too")
         path = resolve_model(model)
-        gpus = detect_gpus()
+        gpus = detect_gpus()  # probed once for this load: the fit checks here, and the launch's driver check
         options: dict[str, Any] = dict(server_options, embeddings=embeddings, pooling=pooling)
         options.update(split_options(split_mode, tensor_split, main_gpu, len(gpus)))
         remotes: list[RemoteHost] = []
         if rpc is not None:
             endpoints = parse_endpoints(rpc)
-            expected = protocol_of(self.server.find_llama_server())
+            expected = protocol_of(self.server.discover(gpus).server)
             remotes = [probe(ep, expected) for ep in endpoints]  # the first failure raises, naming its endpoint
             options["rpc"] = ",".join(map(str, endpoints))
         shortfall = memory_shortfall(path.stat().st_size, gpus, remotes, ram_available_mb())
         if shortfall:
             raise ModelTooLargeError(f"{path} cannot be loaded: {shortfall}")
         self._launch = dict(options, gpu_layers=gpu_layers, ctx_size=ctx_size, silent=silent, verbose=verbose)
+        if rpc is None:
+            self.server.discover(gpus)  # the llama-server the start launches, with these GPUs
         self.server.start_server(path, **self._launch)
         self.model_path = path
         self.rpc_hosts = remotes

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .cachedir import cache_dir
-from .discovery import child_env, driver_blocks, find_llama_server
+from .discovery import Found, discover, found_at
 from .errors import (
     DriverTooOldError,
     EngineStateError,
@@ -35,6 +35,7 @@ from .errors import (
     ServerError,
     ServerStartError,
 )
+from .gpu import GPU
 from .process import ManagedProcess
 
 LOOPBACK = "127.0.0.1"
@@ -162,6 +163,7 @@ class ServerManager(ManagedProcess):
     def __init__(self, server_path: str | os.PathLike[str] | None = None, log_dir: Path | None = None) -> None:
         super().__init__(log_dir or cache_dir() / "logs")
         self._server_path = Path(server_path) if server_path else None
+        self._discovered: Found | None = None  # made for the next start (LocalServer's fit checks), used once
         self.port: int | None = None
         self.api_key: str | None = None
         self.model_path: Path | None = None
@@ -170,11 +172,18 @@ class ServerManager(ManagedProcess):
 
     # ------------------------------------------------------------------ discovery
 
+    def discover(self, gpus: list[GPU] | None = None) -> Found:
+        """Pick the llama-server this manager runs (the one it was given, else discovery's pick, kept from then on)
+        for ``gpus`` (probed when not given): what the next :meth:`start_server` launches, with its backend's build
+        info and the GPUs (see :func:`llcuda.discovery.discover`)."""
+        found = found_at(self._server_path, gpus) if self._server_path else discover(gpus)
+        self._server_path = found.server
+        self._discovered = found
+        return found
+
     def find_llama_server(self) -> Path:
         """The llama-server this manager runs (see :func:`llcuda.discovery.find_llama_server`)."""
-        if self._server_path is None:
-            self._server_path = find_llama_server()
-        return self._server_path
+        return self._server_path or self.discover().server
 
     # ------------------------------------------------------------------ state
 
@@ -225,8 +234,9 @@ class ServerManager(ManagedProcess):
         """
         if self.is_running():
             self.stop_server()
-        exe = self.find_llama_server()
-        if str(gpu_layers) != "0" and (problem := driver_blocks(exe)):
+        found, self._discovered = self._discovered or self.discover(), None
+        exe = found.server
+        if str(gpu_layers) != "0" and (problem := found.driver_problem()):
             raise DriverTooOldError(problem)
         if port is not None and not port_is_free(port):
             raise PortInUseError(f"port {port} on {LOOPBACK} is already in use; pass another port, or none")
@@ -247,7 +257,7 @@ class ServerManager(ManagedProcess):
 
         self._listening = None
         log_name = f"llama-server-{self.port}-{int(time.time())}.log"
-        self._spawn(args, child_env(exe), log_name, echo=not silent)
+        self._spawn(args, found.env(), log_name, echo=not silent)
         try:
             self._wait_ready(timeout, stall_timeout)
         except BaseException:  # including KeyboardInterrupt during a load: leave nothing running

@@ -225,15 +225,20 @@ def test_a_cuda13_build_under_an_old_driver_is_one_error_naming_the_driver_and_t
     (cu13.llama_server).write_bytes(b"")
     monkeypatch.setattr(discovery, "backends", lambda: [cu13])
     monkeypatch.setattr(discovery, "detect_gpus", lambda: [t4("535.104.05")])
-    assert discovery.driver_blocks(cu13.llama_server) == text
-    assert discovery.driver_blocks(tmp_path / "elsewhere" / "llama-server") is None
+    found = discovery.found_at(cu13.llama_server)  # discovery hands back the owner and the GPUs with the path
+    assert (found.backend, found.gpus, found.driver_problem()) == (cu13, (t4("535.104.05"),), text)
+    assert discovery.found_at(tmp_path / "elsewhere" / "llama-server").driver_problem() is None
     from llcuda import server
 
     with pytest.raises(DriverTooOldError, match=r"needs >= 580\.65\.06: install the build for this driver"):
         server.ServerManager(cu13.llama_server, log_dir=tmp_path / "logs").start_server(tmp_path / "m.gguf")
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 64)
-    monkeypatch.setattr(server.ServerManager, "find_llama_server", lambda self: cu13.llama_server)
+    # discovery's own pick: the backend with code for the T4 (its empty stand-in binary passes for one that runs)
+    monkeypatch.setattr(discovery, "problem_with", lambda path, env=None: None)
+    from llcuda import endpoints
+
+    monkeypatch.setattr(endpoints, "detect_gpus", lambda: [t4("535.104.05")])  # the one probe of a load
     assert cli.main(["run", str(model), "hi"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err == [f"llcuda: error: {text}"]

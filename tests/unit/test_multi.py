@@ -419,3 +419,31 @@ def test_cli_split_mode_row_is_one_line_with_the_reason(
     err = capsys.readouterr().err
     assert err.startswith("llcuda: error: split_mode='row' was removed from llama.cpp's CUDA backend")
     assert "Traceback" not in err and not argv_file.exists()
+
+
+def test_one_load_probes_the_gpus_once_and_reads_the_installed_backends_once(
+    fake_server: tuple[ServerManager, Path, Path], fake_rpc: type[FakeRPC], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discovery hands the launch a backend with its build info and the GPUs, so a load asks NVML and the installed
+    backends (each one's build_info.json) one time each, with or without RPC hosts."""
+    from llcuda import endpoints
+
+    manager, _, model = fake_server
+    calls = {"gpus": 0, "backends": 0}
+
+    def probe() -> list[gpu.GPU]:
+        calls["gpus"] += 1
+        return gpu.detect_gpus()
+
+    def installed() -> list[object]:
+        calls["backends"] += 1
+        return []
+
+    for module in (endpoints, discovery):
+        monkeypatch.setattr(module, "detect_gpus", probe)
+    monkeypatch.setattr(discovery, "backends", installed)
+    with InferenceEngine(manager) as engine:
+        engine.load_model(model, silent=True)
+        assert calls == {"gpus": 1, "backends": 1}
+        engine.load_model(model, silent=True, rpc=[fake_rpc().endpoint])
+        assert calls == {"gpus": 2, "backends": 2}
