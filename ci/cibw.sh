@@ -4,7 +4,7 @@
 #
 #   ci/cibw.sh before-all PACKAGE          the target's CUDA toolkit (none for cpu; the recipe's pinned .deb files,
 #                                          unpacked with ar and tar), ccache and patchelf
-#   ci/cibw.sh repair WHEEL DEST PACKAGE   auditwheel with the CUDA excludes, then the audit gate
+#   ci/cibw.sh repair WHEEL DEST PACKAGE   the factory's finish: auditwheel with the CUDA excludes, the audit gate
 #   ci/cibw.sh test PROJECT PACKAGE        the runtime from PROJECT, then the smoke tests on the installed wheel
 set -euo pipefail
 
@@ -32,11 +32,9 @@ repair)
     "$py" -m pip install -q "pip>=25.1"
     "$py" -m pip install -q --group "$here/../pyproject.toml:build"
     work=$(mktemp -d)
-    factory repair "$wheel" --target "$target" --out "$work/repaired"
-    repaired=$(ls "$work"/repaired/*.whl)
-    factory deps "$repaired" --dest "$work/deps"
-    factory audit "$repaired" --target "$target" --find-links "$work/deps" >"$work/audit.json"
-    mv "$repaired" "$dest/"
+    # the recipe's own step (llcuda_factory.pipeline.finish): repair, the dependencies, the audit gate
+    factory finish "$wheel" --target "$target" --out "$work" --report "$work/audit.json"
+    mv "$work"/*.whl "$dest/"
     ;;
 test)
     project=$1 target=$(basename "$2")

@@ -11,7 +11,8 @@ Nothing here is shipped in a wheel. Each module is one concern:
 - :mod:`.toolchain` checks the old-glibc sysroot every wheel is compiled against, and names the wheels' tag;
 - :mod:`.configure` writes the CMake settings for one target; :mod:`.backends` renders the backend projects;
   :mod:`.metadata` is the scikit-build-core dynamic-metadata provider of the backend wheels;
-- :mod:`.repair` and :mod:`.audit` turn a raw wheel into a checked manylinux wheel; :mod:`.symbols` is the
+- :mod:`.pipeline` builds each row's wheel, finishes it (repair → deps → audit) and publishes it by rename;
+  :mod:`.repair` and :mod:`.audit` turn a raw wheel into a checked manylinux wheel; :mod:`.symbols` is the
   audit's glibc gate, :mod:`.fatbin` reads the CUDA device code and its driver floor, :mod:`.wheelfile` a built
   wheel's metadata;
 - :mod:`.wheelhouse` holds the wheels' dependencies and offline bundles; :mod:`.variants` the llcuda wheel's

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import configure, cudaruntime, results, source, toolchain, toolkit
+from . import REPO_ROOT, configure, cudaruntime, results, source, toolchain, toolkit
 from .errors import FactoryError
-from .targets import CudaArch, all_targets, cuda_toolkits, cuda_versions, get_target
+from .targets import CudaArch, Target, all_targets, cuda_toolkits, cuda_versions, get_target
+
+if TYPE_CHECKING:  # the pipeline imports packaging and auditwheel, which cibuildwheel's before-all hook lacks
+    from .pipeline import House
 
 
 def _cmd_configure(args: argparse.Namespace) -> None:
@@ -153,6 +158,9 @@ def _cmd_deps(args: argparse.Namespace) -> None:
 def _cmd_offline(args: argparse.Namespace) -> None:
     from . import wheelhouse
 
+    if not args.targets:
+        names = ", ".join(all_targets())
+        raise FactoryError(f"name the targets to bundle: `nox -s offline -- cc50` (the targets: {names})")
     targets = [get_target(t) for t in args.targets]
     out = wheelhouse.offline_bundle(
         targets,
@@ -251,6 +259,50 @@ def _cmd_audit(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=2))
 
 
+def _house(args: argparse.Namespace) -> House:
+    from .pipeline import House
+
+    return House(Path(args.wheelhouse).resolve(), Path(args.build_dir).resolve())
+
+
+def _rows(names: list[str]) -> list[Target]:
+    return [get_target(n) for n in names] if names else list(all_targets().values())
+
+
+def _cmd_wheels(args: argparse.Namespace) -> None:
+    targets = _rows(args.targets)  # an unknown name is one clear line, before anything is built
+    from . import pipeline
+
+    for wheel in pipeline.build(targets, _house(args)):
+        print(wheel)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> None:
+    targets = _rows(args.targets or ["cpu"])
+    from . import pipeline
+
+    failed = pipeline.reproduce(targets, _house(args), ccache=not args.no_ccache)
+    if failed:
+        raise FactoryError(
+            f"not reproducible: {', '.join(failed)} "
+            "(see wheelhouse/<target>.reproduce.json; the second wheels are in wheelhouse/reproduce/)"
+        )
+
+
+def _cmd_finish(args: argparse.Namespace) -> None:
+    from . import pipeline
+
+    done = pipeline.finish(Path(args.wheel), get_target(args.target), Path(args.out))
+    if args.report:
+        Path(args.report).write_text(json.dumps(done.report, indent=2) + "\n")
+    print(done.wheel)
+
+
+def _add_house(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wheelhouse", default=os.environ.get("LLCUDA_WHEELHOUSE", str(REPO_ROOT / "wheelhouse")))
+    p.add_argument("--build-dir", default=os.environ.get("LLCUDA_BUILD_DIR", str(REPO_ROOT / "build")))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One subcommand per ``_cmd_*`` function above, each with its arguments."""
     parser = argparse.ArgumentParser(prog="llcuda_factory", description=__doc__)
@@ -307,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True)
     p.set_defaults(func=_cmd_deps)
     p = sub.add_parser("offline", help="write wheelhouse/offline-<targets>/ for installs with no network")
-    p.add_argument("targets", nargs="+")
+    p.add_argument("targets", nargs="*")
     p.add_argument("--wheelhouse", default="wheelhouse")
     p.add_argument("--python-version", default=None, help="another interpreter's, e.g. 3.12 (pip download)")
     p.add_argument("--platform", default=None, help="another platform tag (pip download --platform)")
@@ -356,6 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=str(results.LATEST))
     p.add_argument("--dest", default=str(results.RESULTS))
     p.set_defaults(func=_cmd_record)
+    p = sub.add_parser("wheels", help="build, repair and audit wheels into the wheelhouse (default: every row)")
+    p.add_argument("targets", nargs="*")
+    _add_house(p)
+    p.set_defaults(func=_cmd_wheels)
+    p = sub.add_parser("reproduce", help="build targets again in a new build dir, compare with the wheelhouse's")
+    p.add_argument("targets", nargs="*", help="default: cpu")
+    p.add_argument("--no-ccache", action="store_true", help="compile everything again (checks the compilers too)")
+    _add_house(p)
+    p.set_defaults(func=_cmd_reproduce)
+    p = sub.add_parser("finish", help="repair → dependencies → audit gate: a raw wheel into a checked one in OUT")
+    p.add_argument("wheel")
+    p.add_argument("--target", required=True)
+    p.add_argument("--out", required=True, help="gets the repaired wheel, and deps/ its dependencies")
+    p.add_argument("--report", default=None, help="write the audit report (JSON) here")
+    p.set_defaults(func=_cmd_finish)
     p = sub.add_parser("audit", help="run the audit gate on a repaired wheel")
     p.add_argument("wheel")
     p.add_argument("--target", required=True)
