@@ -187,6 +187,8 @@ def build(targets: list[Target], house: House, extra_env: Mapping[str, str] | No
     """Check the inputs, then build the runtime wheel and each target's wheel into ``house``; the wheels."""
     check_inputs(targets)
     env = build_env(extra_env)
+    # auditwheel (repair, in this process) dates the repaired wheel's files from it, as the build does
+    os.environ["SOURCE_DATE_EPOCH"] = env["SOURCE_DATE_EPOCH"]
     shutil.rmtree(house.staging, ignore_errors=True)
     house.staging.mkdir(parents=True)
     try:
