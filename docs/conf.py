@@ -28,10 +28,11 @@ myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 nitpicky = True
 # Names in signatures that the reference does not document: the standard library's, and llcuda's internal modules
-# (GPU, CudaArch, ManagedProcess, the selftest's OpFailure, an RPC host's RemoteHost), which are not in llcuda.__all__.
+# (GPU, CudaArch, ManagedProcess, the selftest's OpFailure, an RPC host's RemoteHost, discovery's Found), which are not
+# in llcuda.__all__.
 nitpick_ignore_regex = [
     ("py:class", r"(pathlib\.)?Path|os\.PathLike|collections\.abc\..*|typing\..*|subprocess\..*|_io\..*"),
-    ("py:class", r"llcuda\.(catalog|gpu|process|backendops|rpc)\..*"),
+    ("py:class", r"llcuda\.(catalog|gpu|process|backendops|rpc|discovery)\..*"),
     ("py:func", r"llcuda\.discovery\..*"),
 ]
 autodoc_member_order = "bysource"

@@ -169,6 +169,6 @@ def discover(gpus: list[GPU] | None = None) -> Found:
 
 
 def find_llama_server(gpus: list[GPU] | None = None) -> Path:
-    """The llama-server to run (:func:`discover`'s pick), or ServerNotFoundError listing every place searched and
+    """The llama-server to run (``discover()``'s pick), or ServerNotFoundError listing every place searched and
     the fix."""
     return discover(gpus).server
