@@ -61,7 +61,7 @@ else()
   set(_toolchain "native ${CMAKE_CXX_COMPILER_ID} ${CMAKE_CXX_COMPILER_VERSION}")
 endif()
 
-# build_info.json: what was built, from which source, with which toolchain and options.
+# build_facts.json: what was built, from which source, with which toolchain and options.
 set(_opts "")
 get_cmake_property(_vars CACHE_VARIABLES)
 list(SORT _vars)
@@ -111,20 +111,25 @@ foreach(_part MAJOR MINOR PATCH)
   list(APPEND _rpc_version "${_number}")
 endforeach()
 list(JOIN _rpc_version "." _rpc_version)
-configure_file("${PROJECT_SOURCE_DIR}/cmake/build_info.json.in" "${CMAKE_BINARY_DIR}/build_info.json" @ONLY)
+# The build's facts; build_info.json itself has one writer, the factory's build-info command (llcuda_factory.buildinfo),
+# which CMake's install step runs: for a CUDA build it adds the oldest driver that runs the built fatbin (SASS and
+# PTX-JIT paths), read from the library itself, and the architectures parsed for the runtime.
+configure_file("${PROJECT_SOURCE_DIR}/cmake/build_facts.json.in" "${CMAKE_BINARY_DIR}/build_facts.json" @ONLY)
 configure_file("${PROJECT_SOURCE_DIR}/cmake/backend__init__.py.in" "${CMAKE_BINARY_DIR}/__init__.py" @ONLY)
+set(_build_info_args "\"${CMAKE_BINARY_DIR}/build_facts.json\" --out \"${CMAKE_BINARY_DIR}/build_info.json\"")
 if(TARGET ggml-cuda)
-  # The oldest driver that runs the built fatbin (SASS and PTX-JIT paths), read from the library itself after the
-  # build and written into build_info.json before it is installed.
-  install(
-    CODE
-      "execute_process(COMMAND \"${CMAKE_COMMAND}\" -E env \"PYTHONPATH=${PROJECT_SOURCE_DIR}/factory\"
-            \"${Python_EXECUTABLE}\" -m llcuda_factory driver-floor \"$<TARGET_FILE:ggml-cuda>\"
-            --cuda-major ${CUDAToolkit_VERSION_MAJOR} --cuobjdump \"${LLCUDA_CUDA_BIN_DIR}/cuobjdump\"
-            --build-info \"${CMAKE_BINARY_DIR}/build_info.json\" COMMAND_ERROR_IS_FATAL ANY)"
-    COMPONENT llcuda
+  string(
+    APPEND _build_info_args
+    " --library \"$<TARGET_FILE:ggml-cuda>\" --cuda-major ${CUDAToolkit_VERSION_MAJOR}"
+    " --cuobjdump \"${LLCUDA_CUDA_BIN_DIR}/cuobjdump\""
   )
 endif()
+install(
+  CODE
+    "execute_process(COMMAND \"${CMAKE_COMMAND}\" -E env \"PYTHONPATH=${PROJECT_SOURCE_DIR}/factory\"
+          \"${Python_EXECUTABLE}\" -m llcuda_factory build-info ${_build_info_args} COMMAND_ERROR_IS_FATAL ANY)"
+  COMPONENT llcuda
+)
 install(
   FILES "${CMAKE_BINARY_DIR}/build_info.json" "${CMAKE_BINARY_DIR}/__init__.py"
   DESTINATION "${LLCUDA_PACKAGE}"

@@ -13,8 +13,8 @@ Nothing here is shipped in a wheel. Each module is one concern:
   :mod:`.metadata` is the scikit-build-core dynamic-metadata provider of the backend wheels;
 - :mod:`.pipeline` builds each row's wheel, finishes it (repair → deps → audit) and publishes it by rename;
   :mod:`.repair` and :mod:`.audit` turn a raw wheel into a checked manylinux wheel; :mod:`.symbols` is the
-  audit's glibc gate, :mod:`.fatbin` reads the CUDA device code and its driver floor, :mod:`.wheelfile` a built
-  wheel's metadata;
+  audit's glibc gate, :mod:`.fatbin` reads the CUDA device code and its driver floor, :mod:`.buildinfo` writes a
+  backend's ``build_info.json`` (its one writer), :mod:`.wheelfile` a built wheel's metadata;
 - :mod:`.wheelhouse` holds the wheels' dependencies and offline bundles; :mod:`.variants` the llcuda wheel's
   variants; :mod:`.release` the checks before a release and its publishing;
 - :mod:`.reproducible` compares two builds of a wheel, :mod:`.crosscheck` the recipe's wheel with another build;

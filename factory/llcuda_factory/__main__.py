@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import REPO_ROOT, configure, cudaruntime, results, source, toolchain, toolkit
 from .errors import FactoryError
-from .targets import CudaArch, Target, all_targets, cuda_toolkits, cuda_versions, get_target
+from .targets import Target, all_targets, cuda_toolkits, cuda_versions, get_target
 
 if TYPE_CHECKING:  # the pipeline imports packaging and auditwheel, which cibuildwheel's before-all hook lacks
     from .pipeline import House
@@ -107,22 +107,25 @@ def _cmd_install_toolkit(args: argparse.Namespace) -> None:
 
 
 def _cmd_driver_floor(args: argparse.Namespace) -> None:
-    """Read the built libggml-cuda.so's fatbin; print its driver floors, and record them (and the parsed archs)
-    in a build_info.json."""
+    """Read a built libggml-cuda.so's fatbin; print its driver floors."""
     from . import fatbin
 
     floor = cudaruntime.runtime_wheels(args.cuda_major).driver_floor
     cuobjdump = Path(args.cuobjdump) if args.cuobjdump else None
-    report = fatbin.driver_floors(Path(args.library), floor, cuobjdump)
-    if args.build_info:
-        info_file = Path(args.build_info)
-        info = json.loads(info_file.read_text())
-        info["driver"] = report
-        # The architectures really compiled, parsed once here for the runtime's fit policy.
-        cuda = info.setdefault("cuda", {})
-        cuda["archs"] = [CudaArch.parse(a, str(info_file)).as_json() for a in cuda.get("architectures", [])]
-        info_file.write_text(json.dumps(info, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    print(json.dumps(fatbin.driver_floors(Path(args.library), floor, cuobjdump), indent=2))
+
+
+def _cmd_build_info(args: argparse.Namespace) -> None:
+    """Write build_info.json from the build's facts (CMake's install step runs it: the file's one writer)."""
+    from . import buildinfo
+
+    buildinfo.write(
+        Path(args.facts),
+        Path(args.out),
+        library=Path(args.library) if args.library else None,
+        cuda_major=args.cuda_major,
+        cuobjdump=Path(args.cuobjdump) if args.cuobjdump else None,
+    )
 
 
 def _cmd_backend_project(args: argparse.Namespace) -> None:
@@ -339,8 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("library")
     p.add_argument("--cuda-major", type=int, required=True, help="the CUDA major the library was built with")
     p.add_argument("--cuobjdump", default=None, help="the toolkit's cuobjdump (to read compressed PTX)")
-    p.add_argument("--build-info", default=None, help="a build_info.json to record the floors and parsed archs in")
     p.set_defaults(func=_cmd_driver_floor)
+    p = sub.add_parser("build-info", help="write a backend's build_info.json from its build's facts (CMake install)")
+    p.add_argument("facts", help="build_facts.json, configured by CMake (cmake/build_facts.json.in)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--library", default=None, help="a CUDA build's libggml-cuda.so: record its driver floors")
+    p.add_argument("--cuda-major", type=int, default=None, help="the CUDA major the library was built with")
+    p.add_argument("--cuobjdump", default=None, help="the toolkit's cuobjdump (to read compressed PTX)")
+    p.set_defaults(func=_cmd_build_info)
     p = sub.add_parser("backend-project", help="write python/backends/<target>/pyproject.toml from the template")
     p.add_argument("targets", nargs="+")
     p.set_defaults(func=_cmd_backend_project)

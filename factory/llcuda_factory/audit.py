@@ -79,12 +79,14 @@ def needed(path: Path) -> list[str]:
     return out.stdout.split()
 
 
-def _cuobjdump(target: Target) -> str:
-    """The cuobjdump of the row's toolkit (it reads its own fatbins), else whichever is on PATH."""
-    try:
-        tk = toolkit.select(target)
-    except FactoryError:
-        tk = None
+def _cuobjdump(target: Target, tk: toolkit.Toolkit | None = None) -> str:
+    """The cuobjdump of the row's toolkit (it reads its own fatbins: ``tk`` when the caller has it), else whichever
+    is on PATH."""
+    if tk is None:
+        try:
+            tk = toolkit.select(target)
+        except FactoryError:
+            tk = None
     if tk is not None and tk.cuobjdump is not None:
         return str(tk.cuobjdump)
     found = shutil.which("cuobjdump")
@@ -94,7 +96,7 @@ def _cuobjdump(target: Target) -> str:
 
 
 def _check_cuda_contract(
-    lib: Path, rel: str, target: Target, runpaths: list[str], requires: list[str], info: dict[str, Any]
+    lib: Path, rel: str, target: Target, runpaths: list[str], requires: list[str], info: dict[str, Any], tool: str
 ) -> list[str]:
     """The CUDA runtime comes from the NVIDIA wheels of the row's major, and the driver floor is recorded."""
     problems: list[str] = []
@@ -111,7 +113,7 @@ def _check_cuda_contract(
     if not isinstance(recorded, dict) or "sass_driver" not in recorded:
         problems.append("build_info.json records no driver floor (driver.sass_driver)")
     else:
-        measured = fatbin.driver_floors(lib, wheels.driver_floor, Path(_cuobjdump(target)))
+        measured = fatbin.driver_floors(lib, wheels.driver_floor, Path(tool))
         for key in ("sass_driver", "ptx_jit_driver", "ptx_isa"):
             if recorded.get(key) != measured.get(key):
                 problems.append(f"build_info.json says {key}={recorded.get(key)}, the fatbin gives {measured.get(key)}")
@@ -307,8 +309,16 @@ def _check_rpc(root: Path, target: Target, report: dict[str, Any]) -> list[str]:
     return problems
 
 
-def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, install: bool = True) -> dict[str, Any]:
-    """Check ``wheel``; return a report, or raise FactoryError listing every problem found (see the checks above)."""
+def audit(
+    wheel: Path,
+    target: Target,
+    find_links: list[Path] | None = None,
+    *,
+    install: bool = True,
+    tk: toolkit.Toolkit | None = None,
+) -> dict[str, Any]:
+    """Check ``wheel``; return a report, or raise FactoryError listing every problem found (see the checks above).
+    ``tk``: the toolkit the wheel was built with, when the caller has it (else the row's is looked up)."""
     report: dict[str, Any] = {
         "wheel": wheel.name,
         "compressed_bytes": wheel.stat().st_size,
@@ -323,7 +333,7 @@ def audit(wheel: Path, target: Target, find_links: list[Path] | None = None, *, 
         problems = [
             *_check_files(root, report),
             *_check_platform(root, target, report),
-            *_check_cuda(root, target, report),
+            *_check_cuda(root, target, report, tk),
             *_check_rpc(root, target, report),
             *_check_openmp(root, report),
             *_check_size(target, report),
@@ -390,7 +400,7 @@ def _check_platform(root: Path, target: Target, report: dict[str, Any]) -> list[
     return problems
 
 
-def _check_cuda(root: Path, target: Target, report: dict[str, Any]) -> list[str]:
+def _check_cuda(root: Path, target: Target, report: dict[str, Any], tk: toolkit.Toolkit | None) -> list[str]:
     """A CUDA target has one libggml-cuda.so with SASS for exactly its archs, PTX for them, and the CUDA contract
     (RUNPATHs, sonames, Requires-Dist, driver floors); a CPU target has none."""
     cuda_libs = list(root.rglob("libggml-cuda.so"))
@@ -400,7 +410,8 @@ def _check_cuda(root: Path, target: Target, report: dict[str, Any]) -> list[str]
         return [f"expected one libggml-cuda.so, found {len(cuda_libs)}"]
     (lib,) = cuda_libs
     problems: list[str] = []
-    sass, ptx = cuobjdump_archs(lib, _cuobjdump(target))
+    tool = _cuobjdump(target, tk)
+    sass, ptx = cuobjdump_archs(lib, tool)
     report["cuobjdump"] = {"sass": [f"sm_{a}" for a in sass], "ptx": [f"compute_{a}" for a in ptx]}
     want = sorted(set(target.sm_archs))
     if sass != want:
@@ -418,7 +429,7 @@ def _check_cuda(root: Path, target: Target, report: dict[str, Any]) -> list[str]
         )
     runpaths = report["elf_runpaths"].get(rel, "")
     problems += _check_cuda_contract(
-        lib, rel, target, runpaths.split(":") if runpaths else [], report["requires_dist"], info
+        lib, rel, target, runpaths.split(":") if runpaths else [], report["requires_dist"], info, tool
     )
     return problems
 

@@ -81,7 +81,7 @@ def settings(
         "LLCUDA_CCACHE_BASEDIR": os.path.commonpath([src.resolve(), binary_dir.resolve(), REPO_ROOT]),
     }
     if target.is_cuda:
-        tk = toolkit.select(target)
+        tk = toolkit.chosen(target)  # the pipeline's pick when it started this build
         out.update(
             {
                 "LLCUDA_CUDA_COMPILER": tk.nvcc,

@@ -113,14 +113,17 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def finish(raw_wheel: Path, target: Target, out_dir: Path, deps: Path | None = None) -> Finished:
+def finish(
+    raw_wheel: Path, target: Target, out_dir: Path, deps: Path | None = None, tk: toolkit.Toolkit | None = None
+) -> Finished:
     """Repair a raw wheel into ``out_dir``, download its dependencies (into ``deps``, default ``out_dir/deps``) and
-    run the audit gate on it: a FactoryError unless the wheel passes."""
+    run the audit gate on it (with ``tk``, the toolkit it was built with, when known): a FactoryError unless the
+    wheel passes."""
     repaired = repair.repair(raw_wheel, target, out_dir)
     deps = deps or out_dir / "deps"
     deps.mkdir(parents=True, exist_ok=True)  # pip's --find-links of the audit, even for a wheel with no dependency
     wheelhouse.download_dependencies(wheelfile.requires(repaired), deps)
-    report = audit.audit(repaired, target, [deps])
+    report = audit.audit(repaired, target, [deps], tk=tk)
     return Finished(repaired, report, deps)
 
 
@@ -152,14 +155,20 @@ def build_runtime_wheel(house: House, env: Mapping[str, str]) -> Path:
     return publish(whl, house.wheelhouse)
 
 
-def build_backend_wheel(target: Target, house: House, env: Mapping[str, str]) -> Path:
-    """Build, repair and audit one target; only an audited wheel reaches the wheelhouse (with its audit report)."""
+def build_backend_wheel(
+    target: Target, house: House, env: Mapping[str, str], tk: toolkit.Toolkit | None = None
+) -> Path:
+    """Build, repair and audit one target; only an audited wheel reaches the wheelhouse (with its audit report).
+    ``tk``: the CUDA toolkit :func:`check_inputs` picked, handed to the build and the audit (found once)."""
     start, cpu_start = time.monotonic(), children_cpu_seconds()
     build_dir = f"build-dir={house.build / target.name}"
+    if tk is not None:
+        choice = toolkit.write_choice(target, tk, house.staging / f"{target.name}.toolkit.json")
+        env = {**env, toolkit.CHOSEN_ENV: str(choice)}
     raw = _pip_wheel(target.project_dir, house.staging / target.name, env, "--config-settings", build_dir)
     built_s, built_cpu = time.monotonic() - start, children_cpu_seconds() - cpu_start
     log(f"{target.name}: built in {built_s:.0f} s ({built_cpu:.0f} CPU seconds: user + sys of the build)")
-    done = finish(raw, target, house.staging / "repaired", house.staging / "deps")
+    done = finish(raw, target, house.staging / "repaired", house.staging / "deps", tk)
     _publish_deps(done.deps, house)
     report = {**done.report, "build_seconds": round(built_s, 1), "build_cpu_seconds": round(built_cpu, 1)}
     report_file = house.staging / f"{target.name}.audit.json"
@@ -174,18 +183,21 @@ def build_backend_wheel(target: Target, house: House, env: Mapping[str, str]) ->
     return wheel
 
 
-def check_inputs(targets: list[Target]) -> None:
-    """What can fail before any compile: the llama.cpp source (fetched and verified) and each row's CUDA toolkit."""
+def check_inputs(targets: list[Target]) -> dict[str, toolkit.Toolkit]:
+    """What can fail before any compile: the llama.cpp source (fetched and verified) and each row's CUDA toolkit;
+    the toolkit of each CUDA row (the build and the audit use it as found here)."""
     log(f"llama.cpp source: {source.resolve()}")
+    found: dict[str, toolkit.Toolkit] = {}
     for target in targets:
         if target.is_cuda:
-            tk = toolkit.select(target)
+            found[target.name] = tk = toolkit.select(target)
             log(f"{target.name}: CUDA {tk.version_str} ({tk.nvcc})")
+    return found
 
 
 def build(targets: list[Target], house: House, extra_env: Mapping[str, str] | None = None) -> list[Path]:
     """Check the inputs, then build the runtime wheel and each target's wheel into ``house``; the wheels."""
-    check_inputs(targets)
+    toolkits = check_inputs(targets)
     env = build_env(extra_env)
     # auditwheel (repair, in this process) dates the repaired wheel's files from it, as the build does
     os.environ["SOURCE_DATE_EPOCH"] = env["SOURCE_DATE_EPOCH"]
@@ -193,7 +205,7 @@ def build(targets: list[Target], house: House, extra_env: Mapping[str, str] | No
     house.staging.mkdir(parents=True)
     try:
         built = [build_runtime_wheel(house, env)]
-        built += [build_backend_wheel(target, house, env) for target in targets]
+        built += [build_backend_wheel(target, house, env, toolkits.get(target.name)) for target in targets]
     finally:
         shutil.rmtree(house.staging, ignore_errors=True)
     return built

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import cudaruntime, pypitoolkit
 from .errors import FactoryError
@@ -62,6 +63,36 @@ class Toolkit:
     @property
     def major(self) -> int:
         return self.version[0]
+
+    def to_json(self) -> dict[str, object]:
+        """This toolkit as the build's later steps read it back (:func:`chosen`)."""
+        return {
+            "nvcc": str(self.nvcc),
+            "bin_dir": str(self.bin_dir),
+            "root": str(self.root),
+            "version": list(self.version),
+            "archs": sorted(self.archs),
+            "cublas_version": list(self.cublas_version) if self.cublas_version else None,
+            "cuobjdump": str(self.cuobjdump) if self.cuobjdump else None,
+            "cudart_release": self.cudart_release,
+            "cublas_release": self.cublas_release,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Toolkit:
+        major, minor = data["version"]
+        cublas = data.get("cublas_version")
+        return cls(
+            Path(data["nvcc"]),
+            Path(data["bin_dir"]),
+            Path(data["root"]),
+            (int(major), int(minor)),
+            frozenset(int(a) for a in data["archs"]),
+            (int(cublas[0]), int(cublas[1])) if cublas else None,
+            Path(data["cuobjdump"]) if data.get("cuobjdump") else None,
+            data.get("cudart_release"),
+            data.get("cublas_release"),
+        )
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -275,6 +306,38 @@ def select(target: Target) -> Toolkit:
             f"  {detail}\nInstall it: {install_hint(target)}"
         )
     return usable[0]
+
+
+# The toolkit the factory picked for a target, handed from the pipeline to the build it starts (a JSON file of
+# {"target": ..., "toolkit": Toolkit.to_json()}), so that the CMake configure step does not look for it again.
+CHOSEN_ENV = "LLCUDA_TOOLKIT_FILE"
+
+
+def write_choice(target: Target, tk: Toolkit, path: Path) -> Path:
+    """Record ``tk`` as ``target``'s toolkit in ``path`` (for :data:`CHOSEN_ENV`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"target": target.name, "toolkit": tk.to_json()}, indent=2) + "\n")
+    return path
+
+
+def chosen(target: Target) -> Toolkit:
+    """The toolkit the pipeline already picked for ``target`` ($LLCUDA_TOOLKIT_FILE), else :func:`select`'s."""
+    where = os.environ.get(CHOSEN_ENV)
+    if not where:
+        return select(target)
+    try:
+        data = json.loads(Path(where).read_text())
+        tk = Toolkit.from_json(data["toolkit"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FactoryError(f"{CHOSEN_ENV}={where} is not a toolkit the factory wrote ({err}); unset it") from err
+    if data.get("target") != target.name or tk.version_str != target.cuda:
+        raise FactoryError(
+            f"{CHOSEN_ENV}={where} holds CUDA {tk.version_str} for {data.get('target')}, not CUDA {target.cuda} "
+            f"for {target.name}; unset it"
+        )
+    if not tk.nvcc.is_file():
+        raise FactoryError(f"{CHOSEN_ENV}={where} names {tk.nvcc}, which is gone; unset it and build again")
+    return tk
 
 
 def max_gcc(version: tuple[int, int]) -> int:

@@ -476,6 +476,43 @@ def test_benchmark_builds_can_override_the_cuda_architectures(
         configure.settings("cc75", build, str(tiny_tree), cuda_version="13")
 
 
+def test_the_toolkit_is_found_once_and_handed_to_the_configure_step(
+    no_system_toolkits: Path, tmp_path: Path, tiny_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline's pick reaches CMake's configure step through $LLCUDA_TOOLKIT_FILE: no second search."""
+    monkeypatch.setenv("CXX", shutil.which("g++", path="/usr/bin:/bin") or "g++")
+    cc75 = get_target("cc75")
+    assert cc75.cuda is not None
+    fake_toolkit(tmp_path / "cuda-x", cc75.cuda, CUDA12_ARCHS)
+    toolkit.SEARCH.append(str(tmp_path / "cuda-*" / "bin" / "nvcc"))
+    picked = toolkit.select(cc75)
+    assert toolkit.Toolkit.from_json(json.loads(json.dumps(picked.to_json()))) == picked
+    choice = toolkit.write_choice(cc75, picked, tmp_path / "cc75.toolkit.json")
+    monkeypatch.setenv(toolkit.CHOSEN_ENV, str(choice))
+
+    def no_search(target: Target) -> toolkit.Toolkit:
+        raise AssertionError(f"searched for {target.name}'s toolkit again")
+
+    monkeypatch.setattr(toolkit, "select", no_search)
+    settings = configure.settings("cc75", tmp_path / "build", str(tiny_tree))
+    assert settings["LLCUDA_CUDA_COMPILER"] == picked.nvcc
+    assert settings["LLCUDA_CUDA_VERSION"] == cc75.cuda
+    # The audit reads the fatbin with the same toolkit's cuobjdump, handed over too.
+    from llcuda_factory import audit as audit_module
+
+    with_tool = dataclasses.replace(picked, cuobjdump=tmp_path / "cuda-x" / "bin" / "cuobjdump")
+    assert audit_module._cuobjdump(cc75, with_tool) == str(with_tool.cuobjdump)
+    # A choice made for another row, or whose nvcc is gone, is one clear error, not a silent search.
+    with pytest.raises(FactoryError, match=rf"holds CUDA {cc75.cuda} for cc75, not CUDA .* for cc50; unset it"):
+        toolkit.chosen(get_target("cc50"))
+    picked.nvcc.unlink()
+    with pytest.raises(FactoryError, match=r"which is gone; unset it and build again"):
+        toolkit.chosen(cc75)
+    choice.write_text("{}")
+    with pytest.raises(FactoryError, match=r"is not a toolkit the factory wrote"):
+        toolkit.chosen(cc75)
+
+
 def test_cmake_hands_a_list_override_to_the_factory_as_one_value(tmp_path: Path, tiny_tree: Path) -> None:
     """-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE="75;90-real" is a CMake list; the factory must get all of it."""
     try:
@@ -857,3 +894,59 @@ def test_the_audit_refuses_a_requirement_that_a_torch_environment_does_not_meet(
         "Requires-Dist nvidia-cublas<14,>=13.2.0.9 refuses nvidia-cublas 13.1.0.3, 13.1.1.3, which users' environments "
         "hold"
     ]
+
+
+# ---------------------------------------------------------------- build_info.json
+
+
+def _facts(target: Target) -> dict[str, object]:
+    """What cmake/build_facts.json.in gives for ``target`` (the fields the writer reads)."""
+    return {
+        "target": target.name,
+        "cuda": {"toolkit_version": target.cuda or "", "architectures": list(target.cuda_architectures)},
+        "options": {"GGML_CUDA": "ON" if target.is_cuda else "OFF"},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(all_targets()))
+def test_build_info_has_one_writer_that_adds_the_cuda_facts_only_a_built_library_gives(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llcuda_factory import buildinfo, fatbin
+
+    target = get_target(name)
+    facts = tmp_path / "build_facts.json"
+    facts.write_text(json.dumps(_facts(target)))
+    floors = {"sass_driver": "525.60.13", "ptx_jit_driver": "550.54.14", "ptx_isa": "8.4"}
+    seen: list[tuple[Path, str]] = []
+
+    def read_fatbin(path: Path, runtime_floor: str, cuobjdump: Path | None = None) -> dict[str, object]:
+        seen.append((path, runtime_floor))
+        return dict(floors)
+
+    monkeypatch.setattr(fatbin, "driver_floors", read_fatbin)
+    out = tmp_path / "build_info.json"
+    lib = tmp_path / "libggml-cuda.so"
+    if target.is_cuda:
+        buildinfo.write(facts, out, library=lib, cuda_major=target.cuda_version[0])
+        want = _facts(target)
+        want["driver"] = floors
+        want["cuda"] = {**want["cuda"], "archs": [a.as_json() for a in target.archs]}  # type: ignore[dict-item]
+        assert seen == [(lib, cudaruntime.runtime_wheels(target.cuda_version[0]).driver_floor)]
+    else:
+        buildinfo.write(facts, out)
+        want = _facts(target)
+        assert seen == []
+    assert json.loads(out.read_text()) == want
+    assert json.loads(facts.read_text()) == _facts(target)  # the facts stay as CMake wrote them
+
+
+def test_build_info_without_facts_or_a_cuda_major_is_one_clear_error(tmp_path: Path) -> None:
+    from llcuda_factory import buildinfo
+
+    with pytest.raises(FactoryError, match=r"cannot read the build's facts .*build_facts\.json: .*configure"):
+        buildinfo.write(tmp_path / "build_facts.json", tmp_path / "build_info.json")
+    (tmp_path / "build_facts.json").write_text("{}")
+    with pytest.raises(FactoryError, match=r"--library needs --cuda-major"):
+        buildinfo.write(tmp_path / "build_facts.json", tmp_path / "build_info.json", library=tmp_path / "lib.so")
+    assert not (tmp_path / "build_info.json").exists()
