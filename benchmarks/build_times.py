@@ -1,9 +1,9 @@
 """Build time per target, cold and warm, and against llama.cpp's own default CUDA arch list.
 
-    python benchmarks/build_times.py [--targets cpu cc50 cc75] [--default-arch-target cc75] [--out DIR] [--merge]
+    python benchmarks/build_times.py [--targets T...] [--default-arch-target cc75] [--out DIR] [--merge]
 
-Each build configures the top-level CMakeLists.txt for one target in a new build directory and builds the
-wheel payload (what `nox -s wheels` compiles, without packaging):
+Each build configures the top-level CMakeLists.txt for one target (default: every row of targets.toml) in a new
+build directory and builds the wheel payload (what `nox -s wheels` compiles, without packaging):
 
 - cold: an empty ccache of its own, so nothing is reused, not even across targets;
 - warm: another new build directory on the now-filled ccache (what a rebuild after `git clean` costs);
@@ -35,8 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from llcuda_factory.project import llama_cpp_pin
+from llcuda_factory.targets import all_targets
 
 ROOT = Path(__file__).resolve().parents[1]
+# What CMake's configure step records of the build (build_info.json is written from it at install, which these
+# payload builds never reach).
+FACTS = "build_facts.json"
 
 
 def _children_cpu() -> float:
@@ -79,7 +83,7 @@ def build(target: str, work: Path, ccache_dir: Path, *, override: str | None = N
     build_wall, build_cpu = _run(["cmake", "--build", str(build_dir)], env, log)
     stats = subprocess.run(["ccache", "--print-stats"], env=env, capture_output=True, text=True).stdout
     counters = dict(line.split("\t", 1) for line in stats.splitlines() if "\t" in line)
-    info = json.loads((build_dir / "build_info.json").read_text())
+    info = json.loads((build_dir / FACTS).read_text())
     steps = sum(1 for _ in (build_dir / ".ninja_log").open()) - 1
     shutil.rmtree(build_dir)
     return {
@@ -124,7 +128,7 @@ def sampled_default_arch(target: str, every: int, work: Path, archs: str) -> dic
             cmd.append(f"-DLLCUDA_CUDA_ARCHITECTURES_OVERRIDE={override}")
         subprocess.run(cmd, check=True, capture_output=True)
         dirs[name] = build_dir
-        infos[name] = json.loads((build_dir / "build_info.json").read_text())["cuda"]["architectures"]
+        infos[name] = json.loads((build_dir / FACTS).read_text())["cuda"]["architectures"]
     rows: list[dict[str, Any]] = []
     try:
         single, default = _cuda_compiles(dirs["single"]), _cuda_compiles(dirs["default"])
@@ -234,7 +238,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", nargs="*", default=["cpu", "cc50", "cc75"])
+    parser.add_argument("--targets", nargs="*", default=list(all_targets()))
     parser.add_argument("--default-arch-target", default="cc75", help="'' to skip the default-arch build")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -950,3 +951,22 @@ def test_build_info_without_facts_or_a_cuda_major_is_one_clear_error(tmp_path: P
     with pytest.raises(FactoryError, match=r"--library needs --cuda-major"):
         buildinfo.write(tmp_path / "build_facts.json", tmp_path / "build_info.json", library=tmp_path / "lib.so")
     assert not (tmp_path / "build_info.json").exists()
+
+
+def test_the_build_time_benchmark_reads_what_the_configure_step_writes(tmp_path: Path) -> None:
+    """benchmarks/build_times.py builds payloads without installing them, so it reads the configured facts."""
+    try:
+        tree = source.resolve(fetch=False)
+    except FactoryError as err:
+        pytest.skip(str(err))
+    spec = importlib.util.spec_from_file_location("build_times", REPO_ROOT / "benchmarks" / "build_times.py")
+    assert spec is not None and spec.loader is not None
+    build_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_times)
+    build = tmp_path / "cpu"
+    cmd = [*build_times.configure_command("cpu", build), f"-DLLCUDA_LLAMA_CPP_SOURCE={tree}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    facts = json.loads((build / build_times.FACTS).read_text())
+    assert facts["target"] == "cpu" and facts["cuda"]["architectures"] == []
+    assert not (build / "build_info.json").exists()  # written at install, by the factory's build-info
