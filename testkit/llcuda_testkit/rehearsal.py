@@ -30,6 +30,10 @@ from llcuda_factory.variants import is_variant_file
 
 from .tiers import PLATFORM_ROOTS, run_platform, run_suite
 
+# What the rehearsal writes beside dist/, kept for inspection and ignored by git (.gitignore names both).
+DEPS = "dist-deps"
+TESTED_HOUSE = ".release-house"
+
 
 def _run(cmd: list[str], what: str) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -89,7 +93,7 @@ def install_offline(dist: Path, deps: Path) -> None:
 def _test_house(dist: Path, deps: Path) -> Path:
     """The suite reads a wheelhouse: dist/'s files and deps/, hard-linked (the same bytes; a symlink would point
     outside the old-glibc root, where the tier mounts the wheelhouse), and the tests write bundles beside them."""
-    house = dist.parent / ".release-house"
+    house = dist.parent / TESTED_HOUSE
     shutil.rmtree(house, ignore_errors=True)
     (house / "deps").mkdir(parents=True)
     for f in dist.iterdir():
@@ -113,7 +117,7 @@ def rehearse(
     pypi = [str(p) for p in sorted(dist.iterdir()) if p.name != release.SUMS and not is_variant_file(p)]
     _run([sys.executable, "-m", "twine", "check", "--strict", *pypi], "twine check --strict")  # the files PyPI takes
     log("twine check --strict: passed")
-    deps = dist.parent / "dist-deps"
+    deps = dist.parent / DEPS
     shutil.rmtree(deps, ignore_errors=True)
     deps.mkdir()
     for wheel in sorted(p for p in dist.glob("*.whl") if not is_variant_file(p)):

@@ -97,3 +97,14 @@ def test_record_with_nothing_measured_is_one_clear_error_and_changes_nothing(tmp
         results.record(tmp_path / "latest", recorded)
     assert [p.name for p in recorded.iterdir()] == ["ci_time.md"]
     assert (recorded / "ci_time.md").read_text() == "| old |\n"
+
+
+def test_what_the_release_rehearsal_leaves_beside_dist_is_ignored() -> None:
+    """`nox -s release` leaves its dependencies and the house it tested (bundles, SHA256SUMS, ...) for inspection."""
+    from llcuda_testkit import rehearsal
+
+    for folder in (rehearsal.DEPS, rehearsal.TESTED_HOUSE):
+        for name in ("SHA256SUMS", "offline-cpu/requirements.txt"):
+            path = f"{folder}/{name}"
+            ignored = subprocess.run(["git", "-C", str(REPO_ROOT), "check-ignore", "-q", path], check=False)
+            assert ignored.returncode == 0, f"{path} is not ignored by git"
