@@ -228,8 +228,9 @@ def bench(session: nox.Session) -> None:
     """Measure speed and size against the anchors into benchmarks/results/: `-- [PART...] [--out DIR]`
     (benchmarks/run.py names the parts; --out writes the results elsewhere).
 
-    No argument runs every part but `build`, which takes hours on 2 cores: name it to run it. The GPU part runs on
-    a GPU machine (benchmarks/gpu/). benchmarks/results/summary.md gathers the latest results.
+    No argument runs every part but `compress` and `build`, which take half an hour and hours on 2 cores: name them
+    to run them. The GPU part runs on a GPU machine (benchmarks/gpu/). benchmarks/results/summary.md gathers the
+    latest results.
     """
     _install_tests(session)
     session.run("python", "benchmarks/run.py", *session.posargs, env=TOOL_ENV)

@@ -2,9 +2,10 @@
 
     python benchmarks/report.py
 
-Each section is the table its benchmark wrote (build_times, sizes, runtime_overhead, load, throughput_cpu,
-rpc_split) plus the GPU run (gpu_h200.json, from benchmarks/gpu/device_bench.sh on a lent GPU machine), with its
-date and machine. A result that has not been measured is named as such.
+Each section is the table its benchmark wrote (build_times, sizes, cuda_size_options, cuda_compress_modes,
+runtime_overhead, load, throughput_cpu, rpc_split) plus the GPU run (gpu_h200.json, from
+benchmarks/gpu/device_bench.sh on a lent GPU machine), with its date and machine. A result that has not been measured
+is named as such.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ SECTIONS = [
     ("Build time", "build_times", "python benchmarks/build_times.py"),
     ("Wheel size", "sizes", "python benchmarks/sizes.py"),
     ("CUDA wheel size: where it goes", "cuda_size_options", "python benchmarks/cuda_size_options.py"),
+    ("nvcc's compress mode (CUDA 13)", "cuda_compress_modes", "python benchmarks/cuda_compress_modes.py"),
     ("Runtime overhead", "runtime_overhead", "python benchmarks/runtime_overhead.py"),
     ("Load", "load", "python benchmarks/load.py"),
     ("Throughput on the CPU", "throughput_cpu", "python benchmarks/throughput.py"),

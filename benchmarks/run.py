@@ -2,9 +2,9 @@
 
     python benchmarks/run.py [PART...] [--out DIR]
 
-No part named runs every part but ``build`` (hours on 2 cores: name it to run it) and ``rpc`` unless root (its two
-hosts are network namespaces). The wheelhouse's llcuda-cpu wheel is installed first: the parts drive its real
-llama-server. The GPU part runs on a GPU machine (benchmarks/gpu/).
+No part named runs every part but ``compress`` and ``build`` (half an hour and hours on 2 cores: name them) and
+``rpc`` unless root (its two hosts are network namespaces). The wheelhouse's llcuda-cpu wheel is installed first: the
+parts drive its real llama-server. The GPU part runs on a GPU machine (benchmarks/gpu/).
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ PARTS = {  # part -> script, in the order they run
     "rpc": "rpc_split.py",  # root: its two hosts are network namespaces
     "size": "sizes.py",
     "cuda_size": "cuda_size_options.py",  # reads build/<target>: after `nox -s wheels`
+    "compress": "cuda_compress_modes.py",  # reads build/cc75-cu13 and build/cc75; half an hour on 2 cores
     "build": "build_times.py",  # hours on 2 cores: run it in the background
 }
+SLOW = ("compress", "build")  # run only when named
 
 
 def default_parts() -> list[str]:
-    return [p for p in PARTS if p != "build" and (p != "rpc" or os.geteuid() == 0)]
+    return [p for p in PARTS if p not in SLOW and (p != "rpc" or os.geteuid() == 0)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -970,3 +970,36 @@ def test_the_build_time_benchmark_reads_what_the_configure_step_writes(tmp_path:
     facts = json.loads((build / build_times.FACTS).read_text())
     assert facts["target"] == "cpu" and facts["cuda"]["architectures"] == []
     assert not (build / "build_info.json").exists()  # written at install, by the factory's build-info
+
+
+def test_the_compress_mode_benchmark_compiles_every_ggml_cuda_source_and_only_those(tmp_path: Path) -> None:
+    """benchmarks/cuda_compress_modes.py: ggml-cuda's sources and llcuda's stand-ins, each with the mode swapped."""
+    spec = importlib.util.spec_from_file_location("modes", REPO_ROOT / "benchmarks" / "cuda_compress_modes.py")
+    assert spec is not None and spec.loader is not None
+    modes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(modes)
+    nvcc = "nvcc -O3 --generate-code=arch=compute_75,code=[compute_75,sm_75] -compress-mode=size -x cu -c"
+    obj = "-o llama.cpp/ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir"
+    entries = [
+        {
+            "file": "/src/ggml/src/ggml-cuda/mmvq.cu",
+            "command": f"{nvcc} mmvq.cu {obj}/mmvq.cu.o",
+        },
+        {
+            "file": "/src/ggml/src/ggml-cuda/template-instances/mmf-instance-ncols_1.cu",
+            "command": f"{nvcc} x.cu {obj}/template-instances/mmf-instance-ncols_1.cu.o",
+        },
+        {"file": "/b/cc75-cu13/llcuda-no-fattn.cu", "command": f"{nvcc} llcuda-no-fattn.cu {obj}/__/llcuda.cu.o"},
+        {"file": "/src/ggml/src/ggml-cpu/ops.cpp", "command": "g++ -c ops.cpp -o ggml-cpu.dir/ops.cpp.o"},
+    ]
+    build = tmp_path / "cc75-cu13"
+    build.mkdir()
+    (build / "compile_commands.json").write_text(json.dumps([{**e, "directory": str(build)} for e in entries]))
+    found = modes.cuda_commands(build)
+    assert sorted(found) == ["llcuda-no-fattn.cu", "mmvq.cu", "template-instances/mmf-instance-ncols_1.cu"]
+    swapped = modes.with_mode(found["mmvq.cu"]["command"], "balance")
+    assert "-compress-mode=balance" in swapped and "-compress-mode=size" not in swapped
+    with pytest.raises(SystemExit, match=r"older than CUDA 12\.8"):
+        modes.with_mode("nvcc -x cu -c a.cu -o a.o", "balance")
+    with pytest.raises(SystemExit, match=r"compile_commands\.json is missing"):
+        modes.cuda_commands(tmp_path / "cc50")
